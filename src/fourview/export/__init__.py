@@ -1,0 +1,1 @@
+"""Stage package `fourview.export` (see docs/architecture.md)."""

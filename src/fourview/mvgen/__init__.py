@@ -1,0 +1,1 @@
+"""Stage package `fourview.mvgen` (see docs/architecture.md)."""

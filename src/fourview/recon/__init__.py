@@ -1,0 +1,1 @@
+"""Stage package `fourview.recon` (see docs/architecture.md)."""
