@@ -29,7 +29,9 @@ def read_rgba(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise InputError(
+            f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     return rgba
 
 
@@ -63,4 +65,3 @@ def composite_on_white(rgba: np.ndarray) -> np.ndarray:
     """[..., 4] straight-alpha RGBA to [..., 3] RGB over a white background."""
     rgb, a = rgba[..., :3], rgba[..., 3:4]
     return rgb * a + (1.0 - a)
-

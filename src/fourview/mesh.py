@@ -67,7 +67,7 @@ class MeshPart:
             if arr is not None and arr.shape != (len(v), width):
                 raise ValueError(f"{name} must be [{len(v)}, {width}], got {arr.shape}")
 
-    def transformed(self, matrix: np.ndarray) -> "MeshPart":
+    def transformed(self, matrix: np.ndarray) -> MeshPart:
         """The part with positions mapped by a 4x4 affine ``matrix`` (faces flipped if it mirrors)."""
         verts = self.verts @ matrix[:3, :3].T + matrix[:3, 3]
         faces = self.faces[:, ::-1].copy() if np.linalg.det(matrix[:3, :3]) < 0 else self.faces
@@ -99,7 +99,7 @@ class MeshAsset:
         verts = np.concatenate([p.verts for p in self.parts], axis=0)
         return np.stack([verts.min(axis=0), verts.max(axis=0)])
 
-    def transformed(self, matrix: np.ndarray) -> "MeshAsset":
+    def transformed(self, matrix: np.ndarray) -> MeshAsset:
         return replace(self, parts=tuple(p.transformed(matrix) for p in self.parts))
 
 

@@ -37,22 +37,22 @@ class Piece:
     faces: np.ndarray
     uv: np.ndarray
 
-    def transformed(self, matrix: np.ndarray) -> "Piece":
+    def transformed(self, matrix: np.ndarray) -> Piece:
         """The piece mapped by a 4x4 affine ``matrix`` (faces flipped if it mirrors)."""
         verts = self.verts @ matrix[:3, :3].T + matrix[:3, 3]
         faces = self.faces[:, ::-1].copy() if np.linalg.det(matrix[:3, :3]) < 0 else self.faces
         return replace(self, verts=verts, faces=faces)
 
-    def moved(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> "Piece":
+    def moved(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> Piece:
         """The piece translated by ``(x, y, z)``."""
         return replace(self, verts=self.verts + np.array([x, y, z]))
 
-    def scaled(self, x: float, y: float | None = None, z: float | None = None) -> "Piece":
+    def scaled(self, x: float, y: float | None = None, z: float | None = None) -> Piece:
         """The piece scaled about the origin (one factor: uniform)."""
         s = np.diag([x, x if y is None else y, x if z is None else z, 1.0])
         return self.transformed(s)
 
-    def rotated(self, axis: str, degrees: float) -> "Piece":
+    def rotated(self, axis: str, degrees: float) -> Piece:
         """The piece rotated about the origin by ``degrees`` (right-handed) about ``axis`` in "xyz"."""
         return self.transformed(rotation(axis, degrees))
 
@@ -133,8 +133,11 @@ def revolve(
     radii = prof[ring_points, 0]  # [R]
     heights = prof[ring_points, 1]
     verts = np.stack(
-        [radii[:, None] * np.sin(t)[None], np.broadcast_to(heights[:, None], (len(radii), n_u)),
-         radii[:, None] * np.cos(t)[None]],
+        [
+            radii[:, None] * np.sin(t)[None],
+            np.broadcast_to(heights[:, None], (len(radii), n_u)),
+            radii[:, None] * np.cos(t)[None],
+        ],
         axis=-1,
     ).reshape(-1, 3)  # [R * n_u, 3]
     uv = np.stack(np.broadcast_arrays(u[None, :], v_of_point[ring_points][:, None]), axis=-1).reshape(-1, 2)
@@ -208,8 +211,9 @@ def capsule(radius: float, height: float, sections: int = 16, cap_rings: int = 4
     return revolve(profile, sections)
 
 
-def torus(major_radius: float, minor_radius: float, sections: int = 24, tube_sections: int = 8,
-          arc_deg: float = 360.0) -> Piece:
+def torus(
+    major_radius: float, minor_radius: float, sections: int = 24, tube_sections: int = 8, arc_deg: float = 360.0
+) -> Piece:
     """Torus about the +Y axis centred at the origin (ring in the XZ plane); a partial arc is capped.
 
     A partial arc starts at the back (-Z) and runs through -X, like `revolve`.

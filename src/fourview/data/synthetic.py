@@ -135,28 +135,43 @@ _ACCENT_MATERIAL = (0.0, 0.85)
 
 PROPORTIONS: dict[str, dict[str, tuple[float, float, float]]] = {
     "mug": {"height": (0.8, 1.0, 1.3), "handle_size": (0.26, 0.32, 0.37), "handle_thickness": (0.05, 0.065, 0.08)},
-    "table": {"width": (1.4, 1.8, 2.3), "depth": (0.8, 1.1, 1.4), "leg_length": (0.7, 1.0, 1.3),
-              "leg_thickness": (0.06, 0.1, 0.14)},
+    "table": {
+        "width": (1.4, 1.8, 2.3),
+        "depth": (0.8, 1.1, 1.4),
+        "leg_length": (0.7, 1.0, 1.3),
+        "leg_thickness": (0.06, 0.1, 0.14),
+    },
     "chair": {"leg_length": (0.7, 0.9, 1.1), "back_height": (0.7, 1.0, 1.3), "leg_thickness": (0.07, 0.09, 0.12)},
     "lamp": {"pole_height": (0.8, 1.1, 1.5), "shade_radius": (0.4, 0.55, 0.7), "shade_height": (0.4, 0.55, 0.7)},
     "tree": {"crown_size": (0.55, 0.75, 0.95), "trunk_height": (0.5, 0.8, 1.1), "trunk_radius": (0.08, 0.13, 0.2)},
     "house": {"width": (1.4, 1.8, 2.3), "wall_height": (0.9, 1.1, 1.4), "roof_height": (0.5, 0.8, 1.1)},
     "snowman": {"body_ratio": (0.6, 0.72, 0.85), "head_ratio": (0.55, 0.68, 0.8), "hat_height": (0.5, 0.8, 1.1)},
-    "mushroom": {"cap_radius": (0.6, 0.8, 1.0), "cap_height": (0.3, 0.45, 0.6), "stem_height": (0.5, 0.7, 0.95),
-                 "stem_radius": (0.15, 0.22, 0.3)},
+    "mushroom": {
+        "cap_radius": (0.6, 0.8, 1.0),
+        "cap_height": (0.3, 0.45, 0.6),
+        "stem_height": (0.5, 0.7, 0.95),
+        "stem_radius": (0.15, 0.22, 0.3),
+    },
     "car": {"length": (1.8, 2.2, 2.6), "cabin_height": (0.28, 0.38, 0.5), "cabin_length": (0.45, 0.55, 0.65)},
     "vase": {"height": (1.2, 1.6, 2.0), "belly": (0.45, 0.55, 0.65), "neck": (0.16, 0.22, 0.28)},
     "bottle": {"body_height": (0.9, 1.2, 1.5), "neck_length": (0.25, 0.4, 0.55), "shoulder": (0.2, 0.3, 0.4)},
     "bench": {"length": (1.8, 2.4, 3.0), "back_height": (0.3, 0.45, 0.6), "seat_height": (0.4, 0.5, 0.6)},
     "rocket": {"body_height": (1.2, 1.6, 2.0), "nose_height": (0.4, 0.6, 0.8), "fin_size": (0.25, 0.38, 0.5)},
-    "cactus": {"height": (1.6, 2.0, 2.4), "arm_height": (0.3, 0.4, 0.5), "arm_reach": (0.4, 0.5, 0.6),
-               "arm_length": (0.35, 0.55, 0.75)},
+    "cactus": {
+        "height": (1.6, 2.0, 2.4),
+        "arm_height": (0.3, 0.4, 0.5),
+        "arm_reach": (0.4, 0.5, 0.6),
+        "arm_length": (0.35, 0.55, 0.75),
+    },
     "barrel": {"height": (1.0, 1.3, 1.6), "bulge": (0.03, 0.08, 0.13)},
     "bowl": {"depth": (0.4, 0.55, 0.7), "foot": (0.3, 0.38, 0.45)},
     "sofa": {"width": (1.8, 2.2, 2.8), "back_height": (0.45, 0.6, 0.75), "arm_height": (0.15, 0.25, 0.35)},
     "dumbbell": {"bar_length": (0.8, 1.0, 1.2), "weight_radius": (0.28, 0.33, 0.4), "weight_width": (0.22, 0.3, 0.4)},
-    "umbrella": {"canopy_radius": (0.8, 1.0, 1.2), "canopy_height": (0.25, 0.4, 0.55),
-                 "shaft_length": (0.8, 1.0, 1.3)},
+    "umbrella": {
+        "canopy_radius": (0.8, 1.0, 1.2),
+        "canopy_height": (0.25, 0.4, 0.55),
+        "shaft_length": (0.8, 1.0, 1.3),
+    },
     "bed": {"width": (1.2, 1.5, 1.9), "length": (1.9, 2.1, 2.4), "headboard_height": (0.3, 0.55, 0.8)},
 }
 """Per shape, each proportion's (low, default, high) in object units before normalisation.
@@ -300,7 +315,7 @@ class SyntheticSpec:
         }
 
     @classmethod
-    def from_dict(cls, record: dict) -> "SyntheticSpec":
+    def from_dict(cls, record: dict) -> SyntheticSpec:
         """The spec of a `to_dict` record. Raises `InputError` on unknown or missing keys."""
         keys = {"shape", "colour", "pattern", "finish", "proportions", "seed"}
         if not isinstance(record, dict) or set(record) != keys:
@@ -374,8 +389,12 @@ def caption(spec: SyntheticSpec) -> str:
         if rng.random() < 0.5:
             adjectives.append({"striped": "striped", "checkered": "checkered", "dotted": "polka-dot"}[spec.pattern])
         else:
-            phrases.insert(0, {"striped": "with stripes", "checkered": "with a checkered pattern",
-                               "dotted": "with dots"}[spec.pattern])
+            phrases.insert(
+                0,
+                {"striped": "with stripes", "checkered": "with a checkered pattern", "dotted": "with dots"}[
+                    spec.pattern
+                ],
+            )
     noun = " ".join(adjectives + [spec.shape])
     if phrases:
         noun += " " + " and ".join([phrases[0]] + [p.removeprefix("with ") for p in phrases[1:]])
@@ -411,13 +430,20 @@ def build_asset(spec: SyntheticSpec, texture_size: int = TEXTURE_SIZE) -> MeshAs
     centre, scale = _normaliser([p.verts for p in body + accent])
     metallic, roughness = FINISH_MATERIAL[spec.finish]
     tex = _pattern_texture(spec.pattern, COLOURS[spec.colour], spec.seed, texture_size)
-    parts = [_part(concatenate(body), centre, scale, Material("body", texture=tex, metallic=metallic,
-                                                              roughness=roughness))]
+    parts = [
+        _part(concatenate(body), centre, scale, Material("body", texture=tex, metallic=metallic, roughness=roughness))
+    ]
     if accent:
         accent_tex = np.broadcast_to(np.asarray(ACCENT_COLOUR, np.float32) / 255.0, (4, 4, 3)).copy()
         metallic, roughness = _ACCENT_MATERIAL
-        parts.append(_part(concatenate(accent), centre, scale, Material("accent", texture=accent_tex,
-                                                                        metallic=metallic, roughness=roughness)))
+        parts.append(
+            _part(
+                concatenate(accent),
+                centre,
+                scale,
+                Material("accent", texture=accent_tex, metallic=metallic, roughness=roughness),
+            )
+        )
     return MeshAsset(name=f"{spec.colour}_{spec.shape}_{spec.seed:06d}", parts=tuple(parts))
 
 
@@ -676,8 +702,9 @@ def _pattern_texture(pattern: str, colour: tuple[int, int, int], seed: int, size
 def _srgb_to_lab(srgb: np.ndarray) -> np.ndarray:
     """[N, 3] sRGB in [0, 1] to CIELAB (D65 white): [N, 3] (L*, a*, b*)."""
     lin = srgb_to_linear(np.clip(srgb, 0.0, 1.0)).astype(np.float64)
-    m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
-                  [0.0193339, 0.1191920, 0.9503041]])
+    m = np.array(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+    )
     xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
     d = 6.0 / 29.0
     f = np.where(xyz > d**3, np.cbrt(xyz), xyz / (3 * d * d) + 4.0 / 29.0)
@@ -743,8 +770,9 @@ def _legs(x: float, z: float, length: float, thickness: float) -> list[Piece]:
 
 def _mug(p: dict[str, float]) -> Pieces:
     h, r, wall = p["height"], 0.5, 0.08
-    body = revolve(np.array([[0, 0], [r, 0], [r, h], [r - wall, h], [r - wall, 0.1], [0, 0.1]]), 28,
-                   creases=(1, 2, 3, 4))
+    body = revolve(
+        np.array([[0, 0], [r, 0], [r, h], [r - wall, h], [r - wall, 0.1], [0, 0.1]]), 28, creases=(1, 2, 3, 4)
+    )
     # A half torus on the right (+X), standing in the XY plane, its ends buried in the wall.
     handle = torus(p["handle_size"] * h, p["handle_thickness"], sections=14, tube_sections=8, arc_deg=180.0)
     handle = handle.rotated("y", 180.0).rotated("x", 90.0).moved(r - 0.01, h / 2, 0.0)
