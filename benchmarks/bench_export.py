@@ -1,0 +1,145 @@
+"""Benchmark of the export stage: an analytic field to a game-ready GLB (and OBJ), step by step.
+
+Runs `fourview.export.extract.export_field` on `SphereField` / `TorusField` at the full size
+(256^3 marching cubes or a 256 tet grid, 50k-face budget, 1024^2 baked texture), prints the
+per-step timings (extract, cleanup, simplify, uv, bake, write) as JSON, checks the face budget,
+and measures how faithful the export is: the GLB and the OBJ are loaded back
+(`fourview.data.assets.load_asset`), rendered unlit from the four rig cameras
+(`fourview.render.mesh_renderer.MeshRenderer`, albedo) and compared by PSNR with a sphere-traced
+render of the analytic field itself (colour = ``field.color`` at the hit point, white background),
+both 2x2 supersampled.
+
+    python benchmarks/bench_export.py                       # torus, full size
+    python benchmarks/bench_export.py --field sphere --method dmtet --repeats 3
+
+Not collected by pytest. Compare numbers only within one kind of machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fourview.cameras import Camera, orthogonal_rig, pixel_rays
+from fourview.export.extract import ExportConfig, export_field
+from fourview.recon.fields import SphereField, SurfaceField, TorusField
+
+
+@torch.no_grad()
+def sphere_trace(
+    field: SurfaceField, camera: Camera, resolution: int, supersample: int = 2, steps: int = 160
+) -> np.ndarray:
+    """[H, W, 3] sRGB render of an SDF field on white (``field.color`` at the hit), box-filtered supersamples."""
+    res = resolution * supersample
+    o, d = pixel_rays(camera, res)
+    o = torch.from_numpy(o.reshape(-1, 3)).float()  # [R, 3]
+    d = torch.from_numpy(d.reshape(-1, 3)).float()
+    b = (o * d).sum(-1)
+    disc = b * b - ((o * o).sum(-1) - 3.0)  # rays meeting the sphere of radius sqrt(3) around the cube
+    t = (-b - disc.clamp(min=0.0).sqrt()).clamp(min=0.0)
+    alive, hit = disc > 0, torch.zeros(len(o), dtype=torch.bool)
+    for _ in range(steps):
+        s = field.sdf(o + t[:, None] * d)
+        hit |= alive & (s.abs() < 1e-5)
+        alive &= ~hit & (t < 2.0 * camera.radius)
+        t = torch.where(alive, t + s, t)
+    color = torch.where(hit[:, None], field.color(o + t[:, None] * d), torch.ones(len(o), 3))
+    color = color.reshape(resolution, supersample, resolution, supersample, 3).mean(dim=(1, 3))
+    return color.numpy()
+
+
+def render_export(path: Path, cameras: list[Camera], resolution: int) -> list[np.ndarray]:
+    """Albedo renders [H, W, 3] of an exported file on white, one per camera."""
+    from fourview.data.assets import load_asset
+    from fourview.render.mesh_renderer import Lighting, MeshRenderer
+
+    renderer = MeshRenderer(load_asset(path, normalize=False))
+    out = []
+    for camera in cameras:
+        rgba = renderer.render(camera, resolution, Lighting(albedo=True), supersample=2).rgba
+        out.append(rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:]))
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--field", choices=["torus", "sphere"], default="torus")
+    parser.add_argument("--method", choices=["marching_cubes", "dmtet"], default="marching_cubes")
+    parser.add_argument("--resolution", type=int, default=256, help="grid samples (MC) or tet cells per axis")
+    parser.add_argument("--texture", type=int, default=1024, help="texture side, texels")
+    parser.add_argument("--budget", type=int, default=50_000, help="face budget")
+    parser.add_argument("--repeats", type=int, default=1, help="timed exports (median reported)")
+    parser.add_argument("--render", type=int, default=256, help="PSNR render side, pixels (0: skip)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, default=None, help="keep the files in this folder")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    field = TorusField() if args.field == "torus" else SphereField()
+    config = ExportConfig(
+        resolution=args.resolution, method=args.method, face_budget=args.budget, texture_size=args.texture
+    )
+    folder = args.out or Path(tempfile.mkdtemp(prefix="bench_export_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    glb, obj = folder / f"{args.field}.glb", folder / f"{args.field}.obj"
+
+    # Warm-up: numba JIT of the rasteriser and first imports, on a small export.
+    export_field(field, folder / "warmup.glb", ExportConfig(resolution=32, face_budget=2000, texture_size=64))
+    runs = []
+    for _ in range(args.repeats):
+        cpu0 = time.process_time()
+        result = export_field(field, glb, config)
+        runs.append((result, time.process_time() - cpu0))
+    steps = ["extract", "cleanup", "simplify", "uv", "bake", "write", "total"]
+    timings = {k: statistics.median(r.timings[k] for r, _ in runs) for k in steps}
+    result = runs[-1][0]
+    report: dict = {
+        "bench": "export",
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average_1min": os.getloadavg()[0],
+        "field": args.field,
+        "method": args.method,
+        "resolution": args.resolution,
+        "texture_size": args.texture,
+        "face_budget": args.budget,
+        "num_faces": result.num_faces,
+        "num_verts": result.num_verts,
+        "budget_honoured": result.num_faces <= args.budget,
+        "repeats": args.repeats,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "cpu_time_s": round(statistics.median(c for _, c in runs), 3),
+        "under_20s": timings["total"] < 20.0,
+    }
+    if args.render:
+        export_field(field, obj, config)  # same mesh settings, written as OBJ + MTL + PNG
+        cameras = orthogonal_rig()
+        reference = [sphere_trace(field, cam, args.render) for cam in cameras]
+        for name, path in (("glb", glb), ("obj", obj)):
+            values = [psnr(a, b) for a, b in zip(render_export(path, cameras, args.render), reference)]
+            report[f"psnr_{name}_db"] = [round(v, 2) for v in values]
+            report[f"psnr_{name}_min_db"] = round(min(values), 2)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

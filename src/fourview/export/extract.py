@@ -1,0 +1,329 @@
+"""Field to mesh: iso-surface extraction, and the whole field-to-file export.
+
+`extract_mesh` samples a `SurfaceField`'s signed distance on a regular grid over the object
+frame's cube [-1, 1]^3 and extracts its zero level set, with marching cubes (scikit-image) or with
+marching tetrahedra on a tet grid (`fourview.recon.dmtet`, the reconstructor's own extractor).
+The mesh is in the object frame (docs/conventions.md) with faces counter-clockwise seen from
+outside. The grid is padded by one outside layer, so a surface that reaches the cube's faces is
+closed there.
+
+`export_field` runs the export stage end to end: extract, clean, simplify to a face budget, UV
+unwrap, bake the colour field into a texture (or per-vertex colours), and write GLB / OBJ / PLY
+files, timing each step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fourview.errors import InputError
+from fourview.mesh import Material
+from fourview.recon.fields import SurfaceField
+
+ExtractMethod = Literal["marching_cubes", "dmtet"]
+
+
+@dataclass(frozen=True)
+class ExtractOutput:
+    """An extracted iso-surface.
+
+    Attributes:
+        verts: [V, 3] float32 object-frame positions.
+        faces: [F, 3] int64 vertex indices, counter-clockwise seen from outside.
+    """
+
+    verts: np.ndarray
+    faces: np.ndarray
+
+
+def extract_mesh(
+    field: SurfaceField,
+    resolution: int = 256,
+    method: ExtractMethod = "marching_cubes",
+    chunk: int = 262144,
+    level: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> ExtractOutput:
+    """Extract the surface ``sdf = level`` of a field inside the cube [-1, 1]^3.
+
+    Args:
+        field: the field; ``field.sdf`` is negative inside.
+        resolution: grid samples per axis for marching cubes (cell size ``2 / (resolution - 1)``),
+            or tet-grid cells per axis for ``"dmtet"``.
+        method: ``"marching_cubes"`` (scikit-image) or ``"dmtet"`` (`fourview.recon.dmtet`).
+        chunk: points per ``field.sdf`` call, to bound memory.
+        level: the iso-value (object-frame units of signed distance).
+        device: torch device on which the field is evaluated.
+
+    Returns:
+        `ExtractOutput` in the object frame.
+
+    Raises:
+        InputError: a bad setting, an SDF with non-finite values, or a field without a surface
+            in the cube (all outside or all inside).
+    """
+    if int(resolution) != resolution or resolution < 2:
+        raise InputError(f"extraction resolution must be an integer >= 2, got {resolution}")
+    if chunk < 1:
+        raise InputError(f"chunk must be >= 1, got {chunk}")
+    if method == "marching_cubes":
+        return _marching_cubes(field, int(resolution), chunk, level, torch.device(device))
+    elif method == "dmtet":
+        return _marching_tets(field, int(resolution), chunk, level, torch.device(device))
+    else:
+        raise InputError(f"unknown extraction method {method!r}; use 'marching_cubes' or 'dmtet'")
+
+
+@torch.no_grad()
+def sample_sdf_grid(
+    field: SurfaceField, resolution: int, chunk: int = 262144, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """The field's SDF at ``resolution``^3 grid points spanning [-1, 1]^3.
+
+    Returns:
+        [R, R, R] float32 indexed ``[ix, iy, iz]``; point ``(i, j, k)`` is at
+        ``-1 + 2 * (i, j, k) / (R - 1)``.
+    """
+    device = torch.device(device)
+    lin = torch.linspace(-1.0, 1.0, resolution, device=device)
+    out = np.empty(resolution**3, dtype=np.float32)
+    slab = max(1, chunk // (resolution * resolution))  # x-slices per call
+    yz = torch.stack(torch.meshgrid(lin, lin, indexing="ij"), dim=-1).reshape(-1, 2)  # [R*R, 2]
+    for i0 in range(0, resolution, slab):
+        xs = lin[i0 : i0 + slab]
+        pts = torch.cat(
+            [xs.repeat_interleave(len(yz))[:, None], yz.repeat(len(xs), 1)], dim=1
+        )  # [S*R*R, 3] x-major, as the grid's memory order
+        sdf = field.sdf(pts).reshape(-1)
+        out[i0 * resolution * resolution : (i0 + len(xs)) * resolution * resolution] = sdf.float().cpu().numpy()
+    return out.reshape(resolution, resolution, resolution)
+
+
+def _marching_cubes(
+    field: SurfaceField, resolution: int, chunk: int, level: float, device: torch.device
+) -> ExtractOutput:
+    from skimage import measure
+
+    grid = sample_sdf_grid(field, resolution, chunk, device) - np.float32(level)  # [R, R, R]
+    _check_crossing(grid, resolution)
+    # One layer of "outside" around the cube closes surfaces cut by its faces.
+    pad = np.float32(max(2.0 / (resolution - 1), float(np.abs(grid).max()) + 1.0))
+    grid = np.pad(grid, 1, mode="constant", constant_values=pad)  # [R+2, R+2, R+2]
+    step = 2.0 / (resolution - 1)
+    # scikit-image's default ("descent") orients faces towards decreasing values, i.e. towards
+    # the outside of an SDF that is negative inside: counter-clockwise seen from outside.
+    verts, faces, _, _ = measure.marching_cubes(grid, level=0.0, spacing=(step, step, step), allow_degenerate=False)
+    # Undo the pad and move index 0 to -1. Crossings into the pad land a hair outside the cube
+    # (the pad value is large, not infinite): put them on its faces.
+    verts = np.clip(verts - (1.0 + step), -1.0, 1.0)
+    return ExtractOutput(verts=verts.astype(np.float32), faces=faces.astype(np.int64))
+
+
+def _marching_tets(
+    field: SurfaceField, resolution: int, chunk: int, level: float, device: torch.device
+) -> ExtractOutput:
+    from fourview.recon.dmtet import marching_tets_from_field
+
+    class _Shifted:
+        def sdf(self, xyz: torch.Tensor) -> torch.Tensor:
+            return field.sdf(xyz) - level
+
+        def color(self, xyz: torch.Tensor) -> torch.Tensor:
+            return field.color(xyz)
+
+    with torch.no_grad():
+        verts, faces = marching_tets_from_field(_Shifted() if level else field, resolution, chunk=chunk, device=device)
+    verts, faces = verts.cpu().numpy(), faces.cpu().numpy()
+    if len(faces) == 0:
+        raise InputError(f"field has no surface inside [-1, 1]^3 (no SDF sign change on a {resolution}^3 tet grid)")
+    return ExtractOutput(verts=verts.astype(np.float32), faces=faces.astype(np.int64))
+
+
+def _check_crossing(grid: np.ndarray, resolution: int) -> None:
+    if not np.isfinite(grid).all():
+        raise InputError(f"field returned non-finite SDF values ({int((~np.isfinite(grid)).sum())} grid points)")
+    lo, hi = float(grid.min()), float(grid.max())
+    if lo > 0.0:
+        raise InputError(
+            f"field has no surface inside [-1, 1]^3: the SDF is positive (outside) at all {resolution}^3 grid points "
+            f"(min {lo:.4g})"
+        )
+    if hi < 0.0:
+        raise InputError(
+            f"field has no surface inside [-1, 1]^3: the SDF is negative (inside) at all {resolution}^3 grid points "
+            f"(max {hi:.4g})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The export stage end to end
+
+OutputFormat = Literal["glb", "obj", "ply"]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of `export_field`.
+
+    Attributes:
+        resolution: extraction grid (marching cubes samples per axis, or tet-grid cells per axis).
+        method: ``"marching_cubes"`` or ``"dmtet"``.
+        face_budget: the most faces of the exported mesh; None keeps every face.
+        min_component_area_fraction: pieces smaller than this fraction of the area are dropped.
+        texture_size: side of the square baked texture, a power of two (1024 full, 256 demo).
+        vertex_colors: skip UVs and the texture; store the field's colour per vertex instead.
+        dilation_px: seam padding of the baked texture, texels.
+        max_chart_faces: UV chart size cap, about this many average faces per chart (see
+            `fourview.export.uv.UVConfig`; 0 = no cap, slow on large meshes).
+        metallic: glTF/MTL metallic factor.
+        roughness: glTF/MTL roughness factor.
+        chunk: field points per call.
+        device: torch device for field queries.
+    """
+
+    resolution: int = 256
+    method: ExtractMethod = "marching_cubes"
+    face_budget: int | None = 50_000
+    min_component_area_fraction: float = 0.01
+    texture_size: int = 1024
+    vertex_colors: bool = False
+    dilation_px: int = 8
+    max_chart_faces: int = 200
+    metallic: float = 0.0
+    roughness: float = 0.8
+    chunk: int = 262144
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.face_budget is not None and self.face_budget <= 0:
+            raise InputError(f"face budget must be positive, got {self.face_budget}")
+        from fourview.export.bake import check_texture_size
+
+        check_texture_size(self.texture_size)
+        for name in ("metallic", "roughness"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export_field` wrote.
+
+    Attributes:
+        paths: every file written (e.g. the GLB; or the OBJ, its MTL and PNG).
+        num_verts: vertices of the exported mesh (after UV seams split them).
+        num_faces: faces of the exported mesh.
+        texture_size: side of the baked texture in texels; None with vertex colours.
+        timings: seconds per step: ``extract``, ``cleanup``, ``simplify``, ``uv``, ``bake``,
+            ``write``, and ``total``.
+    """
+
+    paths: list[Path]
+    num_verts: int
+    num_faces: int
+    texture_size: int | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def export_field(
+    field: SurfaceField,
+    path: str | Path | list[str | Path],
+    config: ExportConfig = ExportConfig(),
+) -> ExportResult:
+    """Export a field as a game-ready mesh file (or several formats of the same mesh).
+
+    Args:
+        field: the SDF + colour field, object frame.
+        path: output file(s); the suffix picks the format: ``.glb``, ``.obj`` (with ``.mtl`` and
+            ``.png`` beside it), ``.ply`` (vertex colours only: a PLY gets the field's colour per
+            vertex even when a texture is baked for the others).
+        config: settings.
+
+    Returns:
+        `ExportResult` with the files written and per-step timings. All files are written in one
+        atomic step: when anything fails, none of them is created or replaced.
+
+    Raises:
+        InputError: an unknown suffix, a bad setting, or a field without a surface.
+    """
+    from fourview.export.bake import bake_texture, bake_vertex_colors
+    from fourview.export.gltf import glb_files
+    from fourview.export.mesh_cleanup import CleanupConfig, clean_mesh, simplify_mesh
+    from fourview.export.obj import obj_files, write_files_atomic
+    from fourview.export.ply import ply_files
+    from fourview.export.uv import UVConfig, unwrap_uv
+
+    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    for p in paths:
+        if p.suffix.lower() not in (".glb", ".obj", ".ply"):
+            raise InputError(f"unknown output format {p.suffix!r} for {p}; use .glb, .obj or .ply")
+    timings: dict[str, float] = {}
+    start = clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
+
+    mesh = extract_mesh(field, config.resolution, config.method, config.chunk, device=config.device)
+    lap("extract")
+    cleaned = clean_mesh(
+        mesh.verts, mesh.faces, CleanupConfig(min_component_area_fraction=config.min_component_area_fraction)
+    )
+    verts, faces = cleaned.verts, cleaned.faces
+    lap("cleanup")
+    if config.face_budget is not None:
+        verts, faces = simplify_mesh(verts, faces, config.face_budget)
+    lap("simplify")
+
+    material = Material(name="fourview", metallic=config.metallic, roughness=config.roughness)
+    uv = texture = None
+    needs_texture = not config.vertex_colors and any(p.suffix.lower() != ".ply" for p in paths)
+    if needs_texture:
+        unwrapped = unwrap_uv(
+            verts, faces, UVConfig(resolution=config.texture_size, max_chart_faces=config.max_chart_faces)
+        )
+        verts, faces, uv = unwrapped.verts, unwrapped.faces, unwrapped.uv
+    lap("uv")
+    colors = None
+    if needs_texture:
+        texture = bake_texture(
+            field,
+            verts,
+            faces,
+            uv,
+            config.texture_size,
+            dilation_px=config.dilation_px,
+            chunk=config.chunk,
+            device=config.device,
+        ).texture
+    if config.vertex_colors or any(p.suffix.lower() == ".ply" for p in paths):
+        colors = bake_vertex_colors(field, verts, chunk=config.chunk, device=config.device)
+    lap("bake")
+    files: dict[Path, bytes] = {}
+    for p in paths:
+        suffix = p.suffix.lower()
+        colors_or_none = None if uv is not None else colors
+        if suffix == ".glb":
+            files.update(glb_files(p, verts, faces, uv, texture, colors_or_none, material=material))
+        elif suffix == ".obj":
+            files.update(obj_files(p, verts, faces, uv, texture, colors_or_none, material=material))
+        else:
+            files.update(ply_files(p, verts, faces, vertex_colors=colors))
+    write_files_atomic(files)  # all formats, or none of them
+    lap("write")
+    timings["total"] = time.perf_counter() - start
+    return ExportResult(
+        paths=list(files),
+        num_verts=len(verts),
+        num_faces=len(faces),
+        texture_size=config.texture_size if texture is not None else None,
+        timings=timings,
+    )
