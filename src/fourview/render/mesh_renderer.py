@@ -195,31 +195,38 @@ class MeshRenderer:
         tri_id = rast[0, ..., 3].long() - 1  # [res, res], -1 where empty
         covered = tri_id >= 0
         depth_v = -(verts_h @ w2c.T)[:, 2:3]  # [V, 1] distance along the viewing axis
-        depth, _ = interpolate(depth_v[None], rast, self.faces)  # [1, res, res, 1]
+        # Per-vertex attributes interpolated together: depth (1) and position (3) on `faces`.
+        geo, _ = interpolate(torch.cat([depth_v, self.verts], dim=1)[None], rast, self.faces)  # [1, res, res, 4]
         attr, _ = interpolate(self.corner_attr[None], rast, self.corner_tri)  # [1, res, res, 8]
-        attr, depth = attr[0], depth[0, ..., 0]
+        # Shade only covered samples: [M, ...] instead of whole images.
+        idx = covered.view(-1).nonzero()[:, 0]  # [M] flat indices of covered samples
+        geo, attr = geo.view(-1, 4)[idx], attr.view(-1, 8)[idx]
+        part = self.face_part[tri_id.view(-1)[idx]]  # [M]
 
         cam_pos = torch.from_numpy(camera.position).float().to(dev)
-        xyz, _ = interpolate(self.verts[None], rast, self.faces)
-        view_dir = F.normalize(cam_pos - xyz[0], dim=-1)  # [res, res, 3] towards the camera
-        normal = F.normalize(attr[..., 5:8], dim=-1)
+        view_dir = F.normalize(cam_pos - geo[:, 1:4], dim=-1)  # [M, 3] towards the camera
+        normal = F.normalize(attr[:, 5:8], dim=-1)
         normal = torch.where((normal * view_dir).sum(-1, keepdim=True) < 0, -normal, normal)
 
-        part = self.face_part[tri_id.clamp(min=0)]  # [res, res]
-        albedo = attr[..., 2:5] * self.base_color[part]  # [res, res, 3] linear
+        albedo = attr[:, 2:5] * self.base_color[part]  # [M, 3] linear
         for p, tex in enumerate(self.textures):
-            sel = covered & (part == p)
+            sel = part == p
             if tex is None or not bool(sel.any()):
                 continue
-            uv = attr[..., 0:2][sel][None, None]  # [1, 1, M, 2]
+            uv = attr[sel, 0:2][None, None]  # [1, 1, m, 2]
             albedo[sel] = albedo[sel] * texture(tex, uv, filter_mode="linear", boundary_mode="wrap")[0, 0]
 
         color = albedo if lighting.albedo else self._shade(albedo, normal, view_dir, part, lighting)
         color = _linear_to_srgb(color.clamp(0.0, 1.0))
-        mask = covered[..., None].float()
-        rgba = torch.cat([color * mask, mask], dim=-1)  # premultiplied for averaging
-        normal = normal * mask
-        depth = depth * mask[..., 0]
+        # Scatter back into images (premultiplied RGBA, for averaging the supersamples).
+        rgba = torch.zeros(res * res, 4, device=dev)
+        rgba[idx] = torch.cat([color, torch.ones_like(color[:, :1])], dim=-1)
+        normal_img = torch.zeros(res * res, 3, device=dev)
+        normal_img[idx] = normal
+        depth_img = torch.zeros(res * res, device=dev)
+        depth_img[idx] = geo[:, 0]
+        rgba, normal, depth = rgba.view(res, res, 4), normal_img.view(res, res, 3), depth_img.view(res, res)
+        mask = rgba[..., 3:4]
 
         # Back to row 0 = top, then average the supersamples.
         rgba, normal, depth = (torch.flip(t, dims=[0]) for t in (rgba, normal, depth))
