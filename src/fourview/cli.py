@@ -214,6 +214,223 @@ def data_svm_train(good, bad, clip_weights, clip_model, kernel, c, out_path) -> 
     click.echo(f"wrote {out_path}")
 
 
+def _export_options(f):
+    """The export settings shared by `reconstruct` and `export` (defaults follow the model size)."""
+    options = [
+        click.option("--faces", "face_budget", type=int, help="Face budget (default: 20k demo, 50k full)."),
+        click.option("--texture-size", type=int, help="Baked texture side, a power of two (256 demo, 1024 full)."),
+        click.option("--grid", "grid_resolution", type=int, help="Extraction grid resolution (128 demo, 256 full)."),
+        click.option("--method", type=click.Choice(["marching_cubes", "dmtet"]), help="Surface extraction."),
+        click.option("--vertex-colors", is_flag=True, help="Skip UVs and baking: colour per vertex."),
+        click.option("--roughness", type=float, help="glTF roughness factor (default 0.8)."),
+        click.option("--metallic", type=float, help="glTF metallic factor (default 0)."),
+        click.option("--format", "formats", type=click.Choice(["obj", "ply"]), multiple=True,
+                     help="Also write model.obj (+ .mtl, .png) or model.ply."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _export_overrides(face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic) -> dict:
+    """The `ExportConfig` fields the user set on the command line."""
+    if grid_resolution is not None and grid_resolution < 2:
+        raise InputError(f"--grid must be >= 2, got {grid_resolution}")
+    changes = {
+        "face_budget": face_budget,
+        "texture_size": texture_size,
+        "resolution": grid_resolution,
+        "method": method,
+        "roughness": roughness,
+        "metallic": metallic,
+        "vertex_colors": True if vertex_colors else None,
+    }
+    return {k: v for k, v in changes.items() if v is not None}
+
+
+@cli.command("reconstruct")
+@click.argument("views", nargs=-1, required=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--elevation", type=float, default=20.0, show_default=True, help="Elevation of the input rig, degrees.")
+@click.option("--recon", default="demo", show_default=True, help="Reconstructor: 'demo', a folder or a hub id.")
+@click.option(
+    "--turntable",
+    "turntable_frames",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Frames of turntable.gif (0: none).",
+)
+@click.option("--device", default="cpu", show_default=True)
+@_export_options
+def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, face_budget, texture_size,
+                grid_resolution, method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
+    """Four views (az 0, 90, 180, 270) or one 2x2 grid image -> DIR/model.glb, views.png, meta.json."""
+    from fourview.pipeline import ReconstructSettings, reconstruct_views
+    from fourview.views import load_views
+
+    if not -90.0 <= elevation <= 90.0:
+        raise InputError(f"--elevation must be in [-90, 90] degrees, got {elevation}")
+    if turntable_frames < 0:
+        raise InputError(f"--turntable must be >= 0, got {turntable_frames}")
+    overrides = _export_overrides(
+        face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
+    )
+    rgba = load_views(list(views))
+    settings = ReconstructSettings(elevation, overrides, tuple(formats), turntable_frames, device=device)
+    result = reconstruct_views(rgba, out_dir, recon, settings, extra_meta={"inputs": [str(v) for v in views]})
+    click.echo(f"wrote {', '.join(p.name for p in result.files)} to {out_dir}")
+
+
+@cli.command("export")
+@click.argument("reconstruction", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output file: .glb, .obj or .ply; a sidecar OUT.meta.json is written beside it.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["demo", "full"]),
+    default="demo",
+    show_default=True,
+    help="Base export settings; the options below override them.",
+)
+@click.option(
+    "--turntable",
+    type=click.Choice(["none", "gif", "mp4", "both"]),
+    default="none",
+    show_default=True,
+    help="Also write a turntable and a contact sheet of the rig views beside the output.",
+)
+@_export_options
+def export(reconstruction, out_path, preset, turntable, face_budget, texture_size, grid_resolution, method,
+           vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
+    """Re-export a saved reconstruction (a 'fourview reconstruct' folder) without running the models."""
+    import json
+    import time
+    from dataclasses import asdict, replace
+
+    import torch
+
+    from fourview.export.extract import export_field
+    from fourview.pipeline import export_preset
+    from fourview.recon.saved_field import load_field
+
+    overrides = _export_overrides(
+        face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
+    )
+    cfg = replace(export_preset(preset), **overrides)
+    field_ = load_field(reconstruction)
+    paths = [out_path, *(out_path.with_suffix(f".{fmt}") for fmt in formats)]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        result = export_field(field_, paths, cfg)
+    timings = {f"export_{k}": v for k, v in result.timings.items()}
+    if turntable != "none":
+        from fourview.data.assets import load_asset
+        from fourview.export.preview import write_previews
+
+        t0 = time.perf_counter()
+        mesh_file = next(p for p in result.paths if p.suffix in (".glb", ".obj", ".ply"))
+        formats_ = ("gif", "mp4") if turntable == "both" else (turntable,)
+        write_previews(load_asset(mesh_file, normalize=False), out_path.parent, formats=formats_)
+        timings["previews_s"] = time.perf_counter() - t0
+    meta = {
+        "source": str(reconstruction),
+        "files": [str(p) for p in result.paths],
+        "export": asdict(cfg),
+        "mesh": {"vertices": result.num_verts, "faces": result.num_faces, "texture_size": result.texture_size},
+        "timings_s": timings,
+    }
+    sidecar = out_path.with_name(out_path.name + ".meta.json")
+    sidecar.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    click.echo(
+        f"wrote {', '.join(str(p) for p in result.paths)}: {result.num_faces} faces, texture {result.texture_size}"
+    )
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal under each field), for --help."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def _dataclass_options(cls, required: tuple[str, ...] = ()):
+    """Click options for every field of a frozen config dataclass: ``--field-name VALUE``.
+
+    Literal fields become choices, bools become ``--x/--no-x`` flags, tuples take several values
+    (repeat the option); defaults and help come from the dataclass itself.
+    """
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+
+    def decorate(f):
+        for fld in reversed(dataclasses.fields(cls)):
+            hint, name = hints[fld.name], fld.name.replace("_", "-")
+            default = None if fld.default is dataclasses.MISSING else fld.default
+            kwargs: dict = {"help": docs.get(fld.name, ""), "required": fld.name in required}
+            base = hint
+            if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+                base = next(a for a in typing.get_args(hint) if a is not type(None))
+            if typing.get_origin(base) is typing.Literal:
+                kwargs["type"] = click.Choice([str(a) for a in typing.get_args(base)])
+            elif hint is bool:
+                f = click.option(f"--{name}/--no-{name}", fld.name, default=default, show_default=True,
+                                 help=kwargs["help"])(f)  # fmt: skip
+                continue
+            elif typing.get_origin(base) is tuple:
+                kwargs.update(multiple=True, type=str)
+            else:
+                kwargs["type"] = base if base in (int, float, str) else str
+            if not kwargs["required"]:
+                kwargs.update(default=default, show_default=default is not None)
+            f = click.option(f"--{name}", fld.name, **kwargs)(f)
+        return f
+
+    return decorate
+
+
+@cli.group()
+def train() -> None:
+    """Training of the two stages (HF Accelerate: run under `accelerate launch` for several GPUs/nodes)."""
+
+
+def _train_recon_config():
+    from fourview.recon.train import TrainConfig
+
+    return TrainConfig
+
+
+@train.command("recon", context_settings={"max_content_width": 119})
+@_dataclass_options(_train_recon_config(), required=("data", "out"))
+def train_recon(**kwargs) -> None:
+    """Train the triplane reconstructor on the dataset renderer's output (stage A volume, stage B DMTet)."""
+    from fourview.recon.train import TrainConfig
+    from fourview.recon.train import train as run
+
+    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
+    result = run(TrainConfig(**kwargs))
+    val = "" if result.val is None else f"; validation {result.val}"
+    click.echo(f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}{val}")
+
+
 def _object_list(items: tuple[str, ...]) -> list[Path]:
     """Object folders given directly or listed one per line in text files."""
     out: list[Path] = []

@@ -1,0 +1,216 @@
+"""Where reconstructor weights come in: a local folder or a model hub (the only module that downloads).
+
+A pretrained reconstructor is a folder with ``config.json`` (`fourview.recon.config.ReconConfig`,
+strict) and ``model.safetensors`` (the state dict of `fourview.recon.model.Reconstructor`), as
+`Reconstructor.save_pretrained` writes it. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fourview.errors import InputError
+from fourview.recon.config import ReconConfig
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "InitReport", "from_pretrained", "load_init_weights", "resolve_pretrained"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def resolve_pretrained(name_or_path: str | Path, revision: str | None = None) -> Path:
+    """The local folder holding a pretrained reconstructor: the path itself, or a hub snapshot.
+
+    Args:
+        name_or_path: a folder, or a hub repository id ``owner/name`` (downloaded with
+            ``huggingface_hub.snapshot_download``, which uses its cache and honours ``HF_HUB_OFFLINE``).
+        revision: hub revision (branch, tag or commit) for a hub id.
+
+    Raises:
+        InputError: a missing folder, or a hub id that cannot be fetched (for example offline).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(
+                f"pretrained reconstructor must be a folder with {CONFIG_NAME} and {WEIGHTS_NAME}: {path}"
+            )
+        return path
+    text = str(name_or_path)
+    if not _HUB_ID.match(text):
+        raise InputError(f"pretrained reconstructor not found: {text} is neither a folder nor a hub id 'owner/name'")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(repo_id=text, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
+    except Exception as err:  # offline, unknown repo, no access: all the same to the user
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise InputError(
+            f"cannot get reconstructor {text!r} from the hub (no network, or no such repository?): "
+            f"{type(err).__name__}: {first}"
+        ) from None
+    return Path(local)
+
+
+def _read_config(folder: Path) -> ReconConfig:
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise InputError(f"{path} not found: a pretrained reconstructor folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read {path}: {err}") from None
+    try:
+        return ReconConfig.from_json(text)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS_NAME
+    if not path.is_file():
+        raise InputError(f"{path} not found: a pretrained reconstructor folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise InputError(f"cannot read weights {path}: {first}") from None
+
+
+def from_pretrained(
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    revision: str | None = None,
+):
+    """Load a `fourview.recon.model.Reconstructor` from a folder or a hub id, in eval mode.
+
+    Args:
+        name_or_path: folder with ``config.json`` and ``model.safetensors``, or a hub id ``owner/name``.
+        device: where the model goes.
+        dtype: cast the weights (default: as stored).
+        revision: hub revision for a hub id.
+
+    Returns:
+        The `Reconstructor`.
+
+    Raises:
+        InputError: a missing or unreadable folder, config or weights file; a config with unknown or
+            missing keys; weights that do not fit the config.
+    """
+    from fourview.recon.model import Reconstructor
+
+    folder = resolve_pretrained(name_or_path, revision)
+    config = _read_config(folder)
+    state = _read_weights(folder)
+    model = Reconstructor(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise InputError(
+            f"{folder / WEIGHTS_NAME} does not fit {CONFIG_NAME}: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    bad = [k for k, v in state.items() if v.shape != expected[k].shape]
+    if bad:
+        k = bad[0]
+        raise InputError(
+            f"{folder / WEIGHTS_NAME} does not fit {CONFIG_NAME}: {len(bad)} tensors have other shapes, "
+            f"e.g. {k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        )
+    model.load_state_dict(state)
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    return model
+
+
+@dataclass
+class InitReport:
+    """What `load_init_weights` did.
+
+    Attributes:
+        copied: target parameter names that received weights with the same name and shape.
+        mapped: target names filled by a stage A -> stage B mapping (decoder trunk -> split MLPs).
+        skipped: target names left at their fresh initialisation.
+    """
+
+    copied: list[str] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"{len(self.copied)} copied, {len(self.mapped)} mapped, {len(self.skipped)} left fresh"
+
+
+def load_init_weights(model, name_or_path: str | Path) -> InitReport:
+    """Initialise ``model`` from other pretrained weights (stage B from stage A), as far as they fit.
+
+    Every tensor with the same name and shape is copied. From a one-trunk decoder (stage A,
+    density) into a split decoder (stage B, SDF): the trunk's hidden layers go to both MLPs where
+    the shapes fit, the texture MLP's output layer takes the trunk's three colour rows, and the
+    geometry MLP's output layer takes the trunk's density row as an SDF-like level function:
+    ``sdf ~ log(density_iso) - raw`` (zero where the density is ``density_iso``, negative inside),
+    i.e. the weights negated and the bias ``log(density_iso) - b``. The texture head of a split
+    U-Net takes the single head's weights when shapes fit (same names). Everything else (e.g. the
+    geometry head of a split U-Net at a lower resolution) keeps its fresh initialisation.
+
+    Args:
+        model: the `Reconstructor` to initialise (in place).
+        name_or_path: folder or hub id of the source weights (`from_pretrained`'s layout).
+
+    Returns:
+        `InitReport`.
+    """
+    import math
+
+    folder = resolve_pretrained(name_or_path)
+    source_cfg = _read_config(folder)
+    state = _read_weights(folder)
+    target = model.state_dict()
+    report = InitReport()
+    new_state = {}
+    for k, v in target.items():
+        if k in state and state[k].shape == v.shape:
+            new_state[k] = state[k]
+            report.copied.append(k)
+    trunk = sorted({k.split(".")[2] for k in state if k.startswith("decoder.trunk.")}, key=int)
+    has_split = any(k.startswith("decoder.geometry_mlp.") for k in target)
+    if trunk and has_split:
+        last = trunk[-1]
+        for k, v in target.items():
+            if k in new_state:
+                continue
+            parts = k.split(".")  # decoder.<mlp>.<layer>.<weight|bias>
+            if parts[0] != "decoder" or parts[1] not in ("geometry_mlp", "texture_mlp"):
+                continue
+            layer, kind = parts[2], parts[3]
+            src = state.get(f"decoder.trunk.{layer}.{kind}")
+            if src is None:
+                continue
+            if layer != last:
+                if src.shape == v.shape:
+                    new_state[k] = src
+                    report.mapped.append(k)
+                continue
+            if parts[1] == "texture_mlp" and src[1:4].shape == v.shape:
+                new_state[k] = src[1:4]
+                report.mapped.append(k)
+            elif parts[1] == "geometry_mlp" and src[0:1].shape == v.shape:
+                iso = math.log(source_cfg.decoder.density_iso)
+                new_state[k] = iso - src[0:1] if kind == "bias" else -src[0:1]
+                report.mapped.append(k)
+    report.skipped = [k for k in target if k not in new_state]
+    merged = dict(target)
+    merged.update({k: t.to(target[k].dtype) for k, t in new_state.items()})
+    model.load_state_dict(merged)
+    return report

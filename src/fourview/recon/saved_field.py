@@ -1,0 +1,73 @@
+"""A reconstruction on disk: one object's triplanes plus the decoder that reads them.
+
+`fourview reconstruct` writes it to ``DIR/reconstruction/`` so that `fourview export` can
+re-export the object (other formats, face budgets, texture sizes) without running the U-Net:
+
+    reconstruction/config.json          the ReconConfig of the model (decoder and plane sizes)
+    reconstruction/field.safetensors    planes [3, C, R, R], texture_planes (split configs), decoder.*
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from fourview.errors import InputError
+from fourview.recon.config import ReconConfig
+from fourview.recon.decoder import TriplaneDecoder, TriplaneField
+
+FIELD_NAME = "field.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def save_field(directory: str | Path, field: TriplaneField, config: ReconConfig, metadata: dict | None = None) -> Path:
+    """Write ``field`` (planes and decoder weights) and ``config`` into ``directory``."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {"planes": field.planes[0].detach().contiguous().cpu()}
+    if field.texture_planes is not None:
+        tensors["texture_planes"] = field.texture_planes[0].detach().contiguous().cpu()
+    for name, value in field.decoder.state_dict().items():
+        tensors[f"decoder.{name}"] = value.detach().contiguous().cpu()
+    meta = {"format": "pt", "library": "fourview", **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    save_file(tensors, str(out / FIELD_NAME), metadata=meta)
+    (out / CONFIG_NAME).write_text(config.to_json() + "\n", encoding="utf-8")
+    return out
+
+
+def load_field(directory: str | Path, device: str | torch.device = "cpu") -> TriplaneField:
+    """Read a field written by `save_field` (or a ``fourview reconstruct`` output folder holding one).
+
+    Raises:
+        InputError: the folder or its files are missing or unreadable.
+    """
+    folder = Path(directory)
+    if (folder / "reconstruction" / FIELD_NAME).is_file():
+        folder = folder / "reconstruction"
+    if not (folder / FIELD_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
+        raise InputError(f"no saved reconstruction in {directory} (expected {FIELD_NAME} and {CONFIG_NAME})")
+    try:
+        config = ReconConfig.from_json((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {folder / CONFIG_NAME}: {' '.join(str(e).split())}") from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(folder / FIELD_NAME), device=str(device))
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"cannot read {folder / FIELD_NAME}: {' '.join(str(e).split())}") from None
+    decoder = TriplaneDecoder.for_unet(config.decoder, config.unet).to(device)
+    state = {k.removeprefix("decoder."): v for k, v in tensors.items() if k.startswith("decoder.")}
+    try:
+        decoder.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise InputError(f"{folder / FIELD_NAME} does not match its config: {str(e).splitlines()[0]}") from None
+    if "planes" not in tensors:
+        raise InputError(f"{folder / FIELD_NAME} holds no planes")
+    decoder.eval()
+    return TriplaneField(decoder, tensors["planes"], tensors.get("texture_planes"))

@@ -1,0 +1,220 @@
+"""Reconstructor: rays, forward and renders for both renderers, batching, save/load round trips, init mapping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fourview.cameras import Camera, orthogonal_rig, pixel_rays, random_cameras
+from fourview.errors import InputError
+from fourview.recon.config import recon_preset
+from fourview.recon.loading import from_pretrained, load_init_weights
+from fourview.recon.model import ReconOutput, Reconstructor, camera_rays, look_at_camera, make_renderer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and do not stall when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _views(b: int, res: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 4, 3, res, res, generator=g)  # [B, 4, 3, H, W]
+
+
+def _model(renderer: str = "volume", seed: int = 0) -> Reconstructor:
+    torch.manual_seed(seed)
+    return Reconstructor(recon_preset("tiny", renderer)).eval()
+
+
+def _cams(b: int, v: int, seed: int = 0) -> list[list[Camera]]:
+    return [random_cameras(v, seed=seed + i, elevation_range_deg=(-60.0, 60.0)) for i in range(b)]
+
+
+def test_camera_rays_match_pixel_rays():
+    cams = [Camera(30.0, 20.0), Camera(200.0, -45.0, 3.0, 40.0), Camera(10.0, 90.0)]
+    c2w = torch.tensor(np.stack([c.c2w() for c in cams]))  # float64
+    fov = torch.tensor([c.fov_deg for c in cams], dtype=torch.float64)
+    o, d = camera_rays(c2w, fov, (6, 8))
+    for i, cam in enumerate(cams):
+        ro, rd = pixel_rays(cam, (6, 8))
+        np.testing.assert_allclose(o[i].numpy(), ro.reshape(-1, 3), atol=1e-12)
+        np.testing.assert_allclose(d[i].numpy(), rd.reshape(-1, 3), atol=1e-12)
+    pix = torch.tensor([[0, 7, 47], [5, 5, 40], [1, 2, 3]])
+    os_, ds_ = camera_rays(c2w, fov, (6, 8), pix)
+    torch.testing.assert_close(ds_, d.gather(1, pix[..., None].expand(-1, -1, 3)))
+    assert os_.shape == (3, 3, 3)
+
+
+def test_forward_shapes_for_both_stages():
+    out = _model("volume")(_views(2), 20.0)
+    assert out.planes.shape == (2, 3, 4, 16, 16) and out.texture_planes is None
+    out = _model("dmtet")(_views(2), torch.tensor([20.0, 10.0]))
+    assert out.planes.shape == (2, 3, 4, 8, 8) and out.texture_planes.shape == (2, 3, 4, 16, 16)
+    assert isinstance(make_renderer(recon_preset("tiny", "dmtet")), type(_model("dmtet").renderer))
+
+
+def test_volume_render_shapes_ranges_and_gradients():
+    model = _model("volume").train()
+    out = model(_views(2), 20.0)
+    r = model.render(out, _cams(2, 3), 12)
+    assert r.rgb.shape == (2, 3, 12, 12, 3) and r.opacity.shape == (2, 3, 12, 12) and r.rgba.shape == (2, 3, 12, 12, 4)
+    rgb, opacity = r.rgb.detach(), r.opacity.detach()
+    assert float(rgb.min()) >= 0 and float(rgb.max()) <= 1 + 1e-6
+    assert float(opacity.min()) >= 0 and float(opacity.max()) <= 1 + 1e-6
+    r.rgb.mean().backward()
+    grads = [p.grad for p in model.unet.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+@torch.no_grad()
+def test_pixel_subsets_batches_and_camera_forms_agree():
+    model = _model("volume")
+    out = model(_views(2), 20.0)
+    cams = _cams(2, 2)
+    full = model.render(out, cams, 10)
+    # c2w tensors give the same renders as Camera objects.
+    c2w = torch.tensor(np.array([[c.c2w() for c in row] for row in cams]), dtype=torch.float32)
+    torch.testing.assert_close(model.render(out, c2w, 10, fov_deg=30.0).rgb, full.rgb)
+    # A pixel subset is the full image at those pixels (deterministic sampling).
+    pix = torch.tensor([[[0, 13, 99], [5, 50, 77]], [[1, 2, 3], [98, 0, 45]]])
+    sub = model.render(out, cams, 10, pixels=pix)
+    assert sub.rgb.shape == (2, 2, 3, 3)
+    expected = full.rgb.reshape(2, 2, 100, 3).gather(2, pix[..., None].expand(-1, -1, -1, 3))
+    torch.testing.assert_close(sub.rgb, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sub.opacity, full.opacity.reshape(2, 2, 100).gather(2, pix), atol=1e-5, rtol=1e-5)
+    # Objects rendered together = each rendered alone (rays stacked object-major).
+    alone = model.render(out.select(1), [cams[1]], 10)
+    torch.testing.assert_close(alone.rgb[0], full.rgb[1], atol=1e-5, rtol=1e-5)
+    # Chunked evaluation gives the same image.
+    model.renderer.chunk = 7
+    torch.testing.assert_close(model.render(out, cams, 10).rgb, full.rgb, atol=1e-5, rtol=1e-5)
+
+
+def test_render_input_errors():
+    model = _model("volume")
+    out = model(_views(1), 20.0)
+    with pytest.raises(InputError):
+        model.render(out, _cams(2, 1), 8)  # cameras for 2 objects, planes for 1
+    with pytest.raises(InputError):
+        model.render(out, _cams(1, 1), 8, pixels=torch.tensor([[[64]]]))  # outside an 8x8 image
+    with pytest.raises(InputError):
+        model.render(out, _cams(1, 1), 8, fov_deg=40.0)  # fov with Camera objects
+    with pytest.raises(InputError):
+        model.field(out, 3)
+
+
+def test_dmtet_render_shapes_and_gradients():
+    model = _model("dmtet").train()
+    out = model(_views(1), 20.0)
+    r = model.render(out, [orthogonal_rig()[:2]], 16)
+    assert r.rgb.shape == (1, 2, 16, 16, 3) and r.opacity.shape == (1, 2, 16, 16)
+    assert float(r.opacity.detach().min()) >= 0 and float(r.opacity.detach().max()) <= 1 + 1e-6
+    verts, faces = model.renderer.mesh(model.decoder, out, 0)
+    assert faces.shape[0] > 0 and float(verts.detach().abs().max()) <= 1.0 + 1e-5  # random weights cut the grid
+    (r.rgb.mean() + r.opacity.mean()).backward()
+    assert float(model.unet.head.conv.weight.grad.abs().sum()) > 0  # texture planes' head
+    assert float(model.unet.geometry_head.conv.weight.grad.abs().sum()) > 0  # geometry planes' head
+    # A pixel subset is gathered from the full render.
+    with torch.no_grad():
+        full = model.render(out, [orthogonal_rig()[:1]], 16)
+        sub = model.render(out, [orthogonal_rig()[:1]], 16, pixels=torch.tensor([[[0, 100, 255]]]))
+    torch.testing.assert_close(sub.rgb[0, 0], full.rgb[0, 0].reshape(-1, 3)[[0, 100, 255]])
+
+
+def test_look_at_camera_round_trip_and_rejection():
+    for cam in random_cameras(5, seed=3) + [Camera(0.0, 90.0), Camera(45.0, -90.0)]:
+        back = look_at_camera(cam.c2w(), cam.fov_deg)
+        np.testing.assert_allclose(back.c2w(), cam.c2w(), atol=1e-9)
+    tilted = Camera(30.0, 10.0).c2w()
+    tilted[:3, :3] = tilted[:3, :3] @ np.array(
+        [[math.cos(0.3), -math.sin(0.3), 0], [math.sin(0.3), math.cos(0.3), 0], [0, 0, 1]]
+    )  # rolled about its viewing axis
+    with pytest.raises(InputError, match="look-at"):
+        look_at_camera(tilted, 30.0)
+
+
+@pytest.mark.parametrize("renderer", ["volume", "dmtet"])
+def test_save_pretrained_from_pretrained_round_trip(tmp_path, renderer):
+    model = _model(renderer, seed=1)
+    views = _views(1, seed=2)
+    with torch.no_grad():
+        ref = model(views, 20.0)
+        ref_img = model.render(ref, [orthogonal_rig()[:1]], 8)
+    folder = model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = from_pretrained(folder)
+    assert loaded.config == model.config and not loaded.training
+    with torch.no_grad():
+        out = loaded(views, 20.0)
+        img = loaded.render(out, [orthogonal_rig()[:1]], 8)
+    torch.testing.assert_close(out.planes, ref.planes, rtol=0, atol=0)
+    torch.testing.assert_close(img.rgb, ref_img.rgb, rtol=0, atol=0)
+    again = Reconstructor.from_pretrained(str(folder))
+    torch.testing.assert_close(again(views, 20.0).planes, ref.planes, rtol=0, atol=0)
+
+
+def test_from_pretrained_errors(tmp_path):
+    folder = _model().save_pretrained(tmp_path / "m")
+    with pytest.raises(InputError, match="not found"):
+        from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="hub"):
+        from_pretrained("fourview-test/no-such-model")  # offline in tests (HF_HUB_OFFLINE=1)
+    cfg = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(cfg.replace('"renderer"', '"rendererr"'))
+    with pytest.raises(InputError, match="unknown key") as err:
+        from_pretrained(folder)
+    assert "\n" not in str(err.value)
+    (folder / "config.json").write_text("{")
+    with pytest.raises(InputError, match="not valid JSON"):
+        from_pretrained(folder)
+    (folder / "config.json").write_text(recon_preset("tiny", "dmtet").to_json())  # other shapes
+    with pytest.raises(InputError, match="does not fit"):
+        from_pretrained(folder)
+    (folder / "config.json").write_text(cfg)
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="cannot read weights"):
+        from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="model.safetensors"):
+        from_pretrained(folder)
+
+
+def test_stage_b_init_from_stage_a_maps_the_decoder(tmp_path):
+    a = _model("volume", seed=4)
+    folder = a.save_pretrained(tmp_path / "a")
+    b = _model("dmtet", seed=5)
+    report = load_init_weights(b, folder)
+    assert report.copied and report.mapped and report.skipped
+    assert any(k.startswith("unet.geometry_head") for k in report.skipped)  # a new head at another resolution
+    torch.testing.assert_close(b.unet.head.conv.weight, a.unet.head.conv.weight)  # texture head <- the single head
+    # Same features into both decoders: B's colour = A's colour, B's SDF = log(iso) - A's raw density.
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(50, 3, 4, generator=g)
+    with torch.no_grad():
+        da, db = a.decoder(feats), b.decoder(feats, feats)
+    torch.testing.assert_close(db.rgb, da.rgb)
+    iso = a.config.decoder.density_iso
+    torch.testing.assert_close(db.sdf, math.log(iso) - torch.log(da.density), atol=1e-5, rtol=1e-5)
+    # Mapped out: the SDF is negative exactly where the density is above the iso level.
+    assert torch.equal(db.sdf < 0, da.density > iso)
+
+
+def test_field_is_a_surface_field():
+    from fourview.recon.fields import SurfaceField
+
+    model = _model("volume")
+    out = model(_views(2), 20.0)
+    field = model.field(out, 1)
+    assert isinstance(field, SurfaceField)
+    xyz = torch.rand(20, 3) * 2 - 1
+    assert field.sdf(xyz).shape == (20,) and field.color(xyz).shape == (20, 3)
+    assert isinstance(out.select(1), ReconOutput) and out.select(1).batch_size == 1

@@ -1,0 +1,205 @@
+"""Training: overfitting one batch, exact resume, validation metrics, outputs, stage B from stage A, settings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fourview.errors import InputError
+from fourview.recon.config import recon_preset
+from fourview.recon.dataset import RenderedObjects, collate_objects
+from fourview.recon.loading import from_pretrained
+from fourview.recon.losses import LossConfig, reconstruction_loss
+from fourview.recon.model import Reconstructor
+from fourview.recon.train import EMA, TrainConfig, _lr_at, evaluate, sample_pixels, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and do not stall when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def render_objects(root: Path, count: int = 2, resolution: int = 32, num_random: int = 8) -> Path:
+    """Synthetic objects rendered the way `fourview data render` does (albedo, no depth/normals)."""
+    from fourview.data.dataset_renderer import RenderSettings, render_dataset, resolve_inputs
+    from fourview.data.synthetic import write_synthetic
+    from fourview.render.mesh_renderer import Lighting
+
+    paths = write_synthetic(root / "synth", count=count, seed=0, progress=False)
+    settings = RenderSettings(
+        resolution=resolution,
+        num_random=num_random,
+        lighting=Lighting(albedo=True),
+        supersample=1,
+        write_depth=False,
+        write_normal=False,
+    )
+    render_dataset(resolve_inputs([str(p) for p in paths]), root / "render", settings, progress=False)
+    return root / "render"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    return render_objects(tmp_path_factory.mktemp("objects"))
+
+
+def _config(rendered: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(rendered),
+        out=str(out),
+        preset="tiny",
+        steps=4,
+        batch_size=2,
+        rays_per_view=48,
+        warmup_steps=1,
+        checkpoint_every=0,
+        validate_every=0,
+        log_every=1,
+        tensorboard=False,
+        progress=False,
+        perceptual="ssim",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loss_is_finite_and_decreases_overfitting_one_batch(rendered):
+    torch.manual_seed(0)
+    model = Reconstructor(recon_preset("tiny")).train()
+    cfg = model.config
+    ds = RenderedObjects(rendered, 4, cfg.unet.view_resolution, cfg.render_resolution)
+    batch = collate_objects([ds[0], ds[1]])
+    g = torch.Generator().manual_seed(0)
+    pixels = sample_pixels(batch.target_alpha, 64, generator=g)  # [2, 4, 64], fixed
+    b, k, h, w = batch.target_alpha.shape
+    target_rgb = batch.target_rgb.reshape(b, k, h * w, 3).gather(2, pixels[..., None].expand(-1, -1, -1, 3))
+    target_alpha = batch.target_alpha.reshape(b, k, h * w).gather(2, pixels)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        out = model(batch.views, batch.elevation_deg)
+        r = model.render(out, batch.c2w, pixels=pixels, generator=g, fov_deg=batch.fov_deg)
+        loss = reconstruction_loss(r.rgb, r.opacity, target_rgb, target_alpha, LossConfig()).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert min(losses[-5:]) < min(losses[:5])
+
+
+def test_resume_gives_the_same_losses_as_training_straight(rendered, tmp_path):
+    straight = train(_config(rendered, tmp_path / "a", ema_decay=0.9))
+    first = train(_config(rendered, tmp_path / "b", ema_decay=0.9, stop_after_steps=2))
+    assert first.final_dir is None and first.steps == 2
+    assert (tmp_path / "b" / "checkpoints" / "step_00000002" / "loop_state.json").is_file()
+    second = train(_config(rendered, tmp_path / "b", ema_decay=0.9))
+    assert second.steps == 4 and len(second.losses) == 2
+    assert first.losses + second.losses == pytest.approx(straight.losses, rel=1e-6, abs=1e-7)
+    assert len(set(straight.losses)) > 1  # the steps saw different data (a vacuous test would not)
+    a, b = from_pretrained(straight.final_dir), from_pretrained(second.final_dir)  # EMA weights
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7, msg=name)
+    rows = list(csv.DictReader((tmp_path / "b" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # the resumed log continues
+
+
+def test_validation_metrics_logs_and_final_weights(rendered, tmp_path):
+    names = RenderedObjects(rendered).names
+    cfg = _config(rendered, tmp_path / "run", steps=2, validate_every=1, val_objects=(names[1],), val_views=2,
+                  batch_size=1, checkpoint_every=1, keep_checkpoints=1, tensorboard=True)  # fmt: skip
+    result = train(cfg)
+    assert result.val is not None and result.val.objects == 1 and result.val.views == 2
+    assert math.isfinite(result.val.psnr) and 0 < result.val.psnr < 60 and -1 <= result.val.ssim <= 1
+    assert result.val.resolution == 16
+    assert result.val.lpips is None or result.val.lpips >= 0
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2"] and all(r["val_psnr"] for r in rows)
+    assert all(float(r["lr"]) > 0 and float(r["loss"]) > 0 for r in rows)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["val"]["psnr"] == pytest.approx(result.val.psnr)
+    assert metrics["perceptual_loss"] == "ssim" and not metrics["perceptual_used_in_training"]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000002"]  # keep 1
+    assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
+    # The saved model is the validated (EMA) one: evaluating it again gives the same numbers.
+    model = from_pretrained(result.final_dir)
+    val_set = RenderedObjects(rendered, 1, 32, 16, objects=[names[1]])
+    again = evaluate(model, val_set, views=2)
+    assert again.psnr == pytest.approx(result.val.psnr, rel=1e-5)
+    # Training never saw the held-out object.
+    assert RenderedObjects(rendered, exclude=[names[1]]).names == [names[0]]
+
+    # Stage B starts from stage A's weights and trains with DMTet on whole images.
+    stage_b = _config(rendered, tmp_path / "b", stage="dmtet", steps=1, batch_size=1, views_per_object=2,
+                      init_from=str(result.final_dir), perceptual_weight=0.5)  # fmt: skip
+    res_b = train(stage_b)
+    assert res_b.steps == 1 and all(math.isfinite(x) for x in res_b.losses)
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["perceptual_used_in_training"]
+    assert from_pretrained(res_b.final_dir).config.renderer == "dmtet"
+
+
+def test_sample_pixels_modes():
+    g = torch.Generator().manual_seed(0)
+    alpha = torch.zeros(2, 3, 8, 8)
+    alpha[..., 2:4, 3:6] = 1.0  # a 6-pixel silhouette
+    alpha[1, 2] = 0.0  # an empty frame: uniform
+    pix = sample_pixels(alpha, 5, "pixels", foreground_fraction=1.0, generator=g)
+    assert pix.shape == (2, 3, 5) and pix.dtype == torch.int64
+    assert all(len(set(row.tolist())) == 5 for row in pix.reshape(-1, 5))  # distinct
+    inside = alpha.reshape(2, 3, 64).gather(2, pix) > 0
+    assert inside[0].all() and inside[1, :2].all() and not inside[1, 2].all()
+    patch = sample_pixels(alpha, 10, "patch", generator=g)  # side 3
+    assert patch.shape == (2, 3, 9)
+    rows, cols = patch // 8, patch % 8
+    assert ((rows.amax(-1) - rows.amin(-1)) == 2).all() and ((cols.amax(-1) - cols.amin(-1)) == 2).all()
+    with pytest.raises(InputError):
+        sample_pixels(alpha, 4, "rings")
+
+
+def test_ema_average_and_swap():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # effective decay min(0.5, 2 / 11) = 2/11
+    expected = 1.0 - 2.0 / 11.0
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), expected))
+    with ema.applied(model):
+        assert torch.allclose(model.weight, torch.full((1, 2), expected))
+    assert torch.allclose(model.weight, torch.ones(1, 2))
+    restored = EMA(model, 0.9)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 1 and torch.equal(restored.shadow["weight"], ema.shadow["weight"])
+
+
+def test_learning_rate_schedule_and_settings(tmp_path):
+    cfg = TrainConfig(data="d", out="o", steps=110, lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert _lr_at(cfg, 0) == pytest.approx(1e-4) and _lr_at(cfg, 9) == pytest.approx(1e-3)
+    assert _lr_at(cfg, 60) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # halfway through the cosine
+    assert _lr_at(cfg, 110) == pytest.approx(1e-4)
+    for bad in (dict(steps=0), dict(stage="nerf"), dict(ema_decay=1.0), dict(mixed_precision="fp8"),
+                dict(foreground_fraction=2.0), dict(mask_weight=-1.0), dict(stop_after_steps=0)):  # fmt: skip
+        with pytest.raises(InputError):
+            TrainConfig(data="d", out="o", **bad)
+    path = tmp_path / "cfg.json"
+    path.write_text(recon_preset("tiny", "dmtet").to_json())
+    assert TrainConfig(data="d", out="o", preset=str(path), stage="dmtet").recon_config().renderer == "dmtet"
+    with pytest.raises(InputError, match="renderer"):
+        TrainConfig(data="d", out="o", preset=str(path)).recon_config()
+    with pytest.raises(InputError, match="preset"):
+        TrainConfig(data="d", out="o", preset="huge").recon_config()
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="fp16"):
+            train(TrainConfig(data="d", out=str(tmp_path / "o"), mixed_precision="fp16"))

@@ -1,0 +1,138 @@
+"""`fourview reconstruct` and `fourview export` on a tiny model: files, validity, errors."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from fourview.cli import main
+from fourview.data.dataset_renderer import RenderSettings, render_dataset, resolve_inputs
+from fourview.recon.config import recon_preset
+from fourview.recon.model import Reconstructor
+from fourview.render.mesh_renderer import Lighting
+from tests.gltf_validation import validate_glb
+
+SPHERE_RADIUS = 0.6
+
+
+def sphere_planes(resolution: int, channels: int) -> torch.Tensor:
+    """[1, 3, C, R, R] planes whose channel 0 holds 1 - (u^2 + v^2): summed over the planes, 3 - 2 |xyz|^2."""
+    c = (torch.arange(resolution) + 0.5) / resolution * 2 - 1  # texel centres in [-1, 1]
+    v, u = torch.meshgrid(c, c, indexing="ij")
+    planes = torch.zeros(1, 3, channels, resolution, resolution)
+    planes[:, :, 0] = 1 - (u**2 + v**2)
+    return planes
+
+
+@pytest.fixture(scope="module")
+def tiny_recon(tmp_path_factory):
+    """A tiny reconstructor with a hand-set decoder: with `sphere_planes` its surface is a sphere of radius 0.6.
+
+    The decoder sums channel 0 of the three planes (3 - 2 r^2), passes it through its SiLU layer
+    and puts the density's iso-level (10) at r = 0.6.
+    """
+    torch.manual_seed(0)
+    model = Reconstructor(recon_preset("tiny", "volume"))
+    c = model.config.unet.plane_channels
+    first, last = model.decoder.trunk[0], model.decoder.trunk[-1]
+    with torch.no_grad():
+        first.weight.zero_(), first.bias.zero_(), last.weight.zero_(), last.bias.zero_()
+        first.weight[0, [0, c, 2 * c]] = 1.0  # hidden 0 = sum of the planes' channel 0 (concat merge)
+        last.weight[0, 0] = 4.0  # raw density grows with 3 - 2 r^2
+        at_radius = torch.nn.functional.silu(torch.tensor(3 - 2 * SPHERE_RADIUS**2))
+        last.bias[0] = math.log(10.0) - 4.0 * at_radius
+        last.bias[1:] = torch.tensor([2.0, -2.0, -2.0])  # reddish colour
+    return model.save_pretrained(tmp_path_factory.mktemp("recon") / "tiny")
+
+
+@pytest.fixture(autouse=True)
+def sphere_forward(monkeypatch):
+    """The U-Net of random weights has no shape to give: its planes are replaced by `sphere_planes`."""
+    from fourview.recon.model import ReconOutput
+
+    def forward(self, views, elevation_deg):
+        cfg = self.config.unet
+        return ReconOutput(planes=sphere_planes(cfg.resolution, cfg.plane_channels).expand(len(views), -1, -1, -1, -1))
+
+    monkeypatch.setattr(Reconstructor, "forward", forward)
+
+
+@pytest.fixture(scope="module")
+def rig_views(tmp_path_factory):
+    out = tmp_path_factory.mktemp("render")
+    settings = RenderSettings(resolution=32, num_random=0, lighting=Lighting(albedo=True), write_depth=False,
+                              write_normal=False)  # fmt: skip
+    (folder,) = render_dataset(resolve_inputs(["example:red_mug"]), out, settings, progress=False)
+    return [str(folder / "rig" / f"{az:03d}.png") for az in (0, 90, 180, 270)], str(folder / "grid.png")
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    captured = capsys.readouterr()
+    return e.value.code, captured.out, captured.err
+
+
+def test_reconstruct_writes_a_valid_asset_folder(tiny_recon, rig_views, tmp_path, capsys):
+    views, _ = rig_views
+    out = tmp_path / "asset"
+    code, stdout, err = run(["reconstruct", *views, "--recon", str(tiny_recon), "--grid", "16", "--format", "obj",
+                             "--turntable", "3", "-o", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    for name in ("model.glb", "model.obj", "model.mtl", "model.png", "views.png", "meta.json", "turntable.gif"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["recon"] == str(tiny_recon) and meta["elevation_deg"] == 20.0
+    assert meta["mesh"]["faces"] > 0 and meta["export"]["resolution"] == 16
+    assert {"reconstruct_s", "export_s", "load_recon_s"} <= set(meta["timings_s"])
+    report = validate_glb(out / "model.glb")
+    assert report["issues"]["numErrors"] == 0
+    mesh = trimesh.load(out / "model.glb", force="mesh")
+    radii = np.linalg.norm(mesh.vertices, axis=1)  # the object frame: a sphere of radius 0.6 at the origin
+    assert abs(radii.mean() - SPHERE_RADIUS) < 0.05 and radii.max() - radii.min() < 0.15
+    assert not list(tmp_path.glob(".*"))  # no temporary folder left
+
+
+def test_grid_input_and_reexport(tiny_recon, rig_views, tmp_path, capsys):
+    _, grid = rig_views
+    out = tmp_path / "asset"
+    code, _, err = run(["reconstruct", grid, "--recon", str(tiny_recon), "--grid", "12", "-o", str(out)], capsys)
+    assert code == 0, err
+    re = tmp_path / "re" / "re.ply"
+    code, stdout, err = run(["export", str(out), "--grid", "12", "--vertex-colors", "--turntable", "gif",
+                             "-o", str(re)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert re.is_file() and (re.parent / "turntable.gif").is_file() and (re.parent / "contact_sheet.png").is_file()
+    meta = json.loads((re.parent / "re.ply.meta.json").read_text())
+    assert meta["mesh"]["faces"] == len(trimesh.load(re, force="mesh").faces)
+    assert meta["export"]["vertex_colors"] is True
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--recon", "{missing}"], "not found"),
+        (["--texture-size", "300"], "power of two"),
+        (["--faces", "0"], "face budget"),
+        (["--elevation", "100"], "elevation"),
+    ],
+)
+def test_reconstruct_errors(extra, needle, tiny_recon, rig_views, tmp_path, capsys):
+    views, _ = rig_views
+    out = tmp_path / "asset"
+    args = ["reconstruct", *views, "--recon", str(tiny_recon), "--grid", "12", "-o", str(out)]
+    args += [a.format(missing=tmp_path / "nowhere") for a in extra]
+    code, _, err = run(args, capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_reconstruct_rejects_wrong_view_counts_and_sizes(tiny_recon, rig_views, tmp_path, capsys):
+    views, _ = rig_views
+    code, _, err = run(["reconstruct", *views[:3], "--recon", str(tiny_recon), "-o", str(tmp_path / "a")], capsys)
+    assert code == 2 and "4 view images" in err
+    code, _, err = run(["export", str(tmp_path), "-o", str(tmp_path / "x.glb")], capsys)
+    assert code == 2 and "no saved reconstruction" in err
