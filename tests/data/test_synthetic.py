@@ -193,8 +193,10 @@ def test_build_asset_is_deterministic_and_seed_dependent():
             assert x.dtype == y.dtype and np.array_equal(x, y)
     # Same shape and colour, another seed: the pattern layout or the proportions change.
     for pattern in ("striped", "checkered", "dotted"):
-        textures = {S.build_asset(S.SyntheticSpec("vase", "blue", pattern, seed=s)).parts[0].material.texture.tobytes()
-                    for s in range(8)}
+        textures = {
+            S.build_asset(S.SyntheticSpec("vase", "blue", pattern, seed=s)).parts[0].material.texture.tobytes()
+            for s in range(8)
+        }
         assert len(textures) == 8, pattern
     e = S.build_asset(_spec_at_corner("vase", 0, "blue"))
     assert not np.array_equal(e.parts[0].verts, S.build_asset(S.SyntheticSpec("vase", "blue")).parts[0].verts)
@@ -324,8 +326,11 @@ def test_canonical_mesh_is_the_default_build():
     asset = S.build_asset(S.SyntheticSpec("lamp", "red"))
     verts = np.concatenate([p.verts for p in asset.parts]).astype(np.float64)
     mesh = S.canonical_mesh("lamp")
-    assert np.allclose(np.sort(np.unique(np.round(verts, 5), axis=0), axis=0),
-                       np.sort(np.unique(np.round(mesh.vertices, 5), axis=0), axis=0), atol=2e-5)
+    assert np.allclose(
+        np.sort(np.unique(np.round(verts, 5), axis=0), axis=0),
+        np.sort(np.unique(np.round(mesh.vertices, 5), axis=0), axis=0),
+        atol=2e-5,
+    )
 
 
 # ---- files ------------------------------------------------------------------------------------
