@@ -1,0 +1,213 @@
+"""Per-object optimisation: fitting a field to posed views, refinement, the visual hull, input errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from fourview.cameras import Camera, orthogonal_rig
+from fourview.errors import InputError
+from fourview.images import write_png
+from fourview.recon.optimize import (
+    OptimizeConfig,
+    RefineConfig,
+    ViewSet,
+    camera_view_set,
+    optimize_field,
+    refine_reconstruction,
+    rig_view_set,
+)
+from fourview.recon.visual_hull import HullField, carve_visual_hull, project
+
+RADIUS = 0.6
+TINY = OptimizeConfig(
+    steps=80, resolution=32, plane_resolution=16, plane_channels=4, texture_resolution=16, texture_channels=4,
+    hidden_channels=16, rays_per_step=768, samples_per_ray=24, init_steps=40,
+)  # fmt: skip
+
+
+def sphere_views(cams: list[Camera], res: int = 32) -> np.ndarray:
+    """[V, res, res, 4] albedo renders of a coloured sphere of radius ``RADIUS`` (anti-aliased)."""
+    import trimesh
+
+    from fourview.mesh import MeshAsset, MeshPart
+    from fourview.render.mesh_renderer import Lighting, MeshRenderer
+
+    m = trimesh.creation.icosphere(subdivisions=4, radius=RADIUS)
+    verts = m.vertices.astype(np.float32)
+    colors = (0.5 + 0.4 * np.sin(3.0 * verts)).astype(np.float32)
+    asset = MeshAsset("sphere", (MeshPart(verts, m.faces.astype(np.int64), vertex_colors=colors),))
+    r = MeshRenderer(asset)
+    return np.stack([r.render(c, res, Lighting(albedo=True), supersample=2).rgba for c in cams])
+
+
+@pytest.fixture(scope="module")
+def rig() -> ViewSet:
+    return rig_view_set(sphere_views(orthogonal_rig(20.0)), 20.0)
+
+
+def silhouette(sdf_fn, cam: Camera, res: int = 32) -> np.ndarray:
+    """[res, res] bool: pixels whose ray meets ``sdf < 0`` (dense samples through the unit cube)."""
+    from fourview.cameras import pixel_rays
+
+    o, d = pixel_rays(cam, res)
+    t = np.linspace(2.6, 5.4, 96)
+    pts = torch.from_numpy((o[..., None, :] + t[:, None] * d[..., None, :]).reshape(-1, 3)).float()
+    with torch.no_grad():
+        s = sdf_fn(pts.clamp(-1, 1)).reshape(res, res, len(t))
+    return (s < 0).any(-1).numpy()
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def test_fit_sphere_matches_novel_silhouettes_and_loss_falls(rig):
+    result = optimize_field(rig, TINY)
+    sil = [h["silhouette"] for h in result.history if "silhouette" in h]
+    assert sil[-1] < 0.5 * sil[0]
+    truth = lambda x: x.norm(dim=-1) - RADIUS  # noqa: E731
+    # Between the input views (no view looks from 45 degrees, or from the top) as well as at them.
+    for cam, bound in ((Camera(45.0, 0.0), 0.9), (Camera(225.0, 40.0), 0.9), (Camera(0.0, 89.0), 0.8)):
+        assert iou(silhouette(result.field.sdf, cam), silhouette(truth, cam)) > bound, cam
+    # The colour field learned the views' colours (not the grey it starts from) on the surface.
+    pts = torch.nn.functional.normalize(torch.randn(256, 3), dim=-1) * RADIUS
+    expected = 0.5 + 0.4 * torch.sin(3.0 * pts)
+    with torch.no_grad():
+        err = (result.field.color(pts) - expected).abs().mean()
+    assert err < 0.6 * (0.5 - expected).abs().mean()
+
+
+def test_fit_from_a_sphere_start_and_config_roundtrip(rig, tmp_path):
+    from fourview.recon.saved_field import load_field, save_field
+
+    result = optimize_field(rig, replace(TINY, init="sphere", steps=40, photo_consistency=True))
+    assert np.isfinite(result.final_loss)
+    save_field(tmp_path / "rec", result.field, result.config)
+    loaded = load_field(tmp_path / "rec")
+    x = torch.rand(100, 3) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.sdf(x), result.field.sdf(x))
+        torch.testing.assert_close(loaded.color(x), result.field.color(x))
+
+
+def test_fit_restores_thread_count(rig):
+    before = torch.get_num_threads()
+    optimize_field(rig, replace(TINY, steps=2, init_steps=2, num_threads=1))
+    assert torch.get_num_threads() == before
+
+
+def test_visual_hull_contains_the_sphere_and_projection_matches_cameras(rig):
+    cams = orthogonal_rig(20.0)
+    pts = torch.tensor([[0.3, 0.2, -0.1], [0.0, 0.0, 0.0]])
+    g = project(pts, torch.from_numpy(rig.c2w).float(), torch.from_numpy(rig.fov_deg).float())
+    from fourview.cameras import project_points
+
+    for v, cam in enumerate(cams):
+        ref = project_points(pts.numpy(), cam, 32)  # (col, row, depth)
+        np.testing.assert_allclose((g[v, :, 0].numpy() + 1) / 2 * 32, ref[:, 0], atol=1e-3)
+        np.testing.assert_allclose((g[v, :, 1].numpy() + 1) / 2 * 32, ref[:, 1], atol=1e-3)
+    alpha = torch.from_numpy(rig.images[..., 3])
+    occ = carve_visual_hull(alpha, torch.from_numpy(rig.c2w), torch.from_numpy(rig.fov_deg), 33)
+    lin = np.linspace(-1, 1, 33)
+    x, y, z = np.meshgrid(lin, lin, lin, indexing="ij")
+    dist = np.sqrt(x**2 + y**2 + z**2)
+    assert occ[dist < RADIUS - 0.1].all()  # the hull holds the object...
+    assert not occ[dist > 3**0.5 * RADIUS + 0.1].any()  # ...inside the box of its silhouettes
+    field = HullField.from_views(rig.images, rig.c2w, rig.fov_deg, resolution=33)
+    assert float(field.sdf(torch.zeros(1, 3))) < 0 < float(field.sdf(torch.tensor([[0.95, 0.95, 0.95]])))
+
+
+def test_refine_lowers_the_loss_and_keeps_the_model(rig):
+    from fourview.recon.config import recon_preset
+    from fourview.recon.model import Reconstructor
+
+    model = Reconstructor(recon_preset("tiny")).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = RefineConfig(steps=25, rays_per_view=256, lr=0.05, prior_weight=0.0)
+    result = refine_reconstruction(model, rig, 20.0, cfg)
+    assert (
+        result.history[-1]["rgb"] + result.history[-1]["opacity"]
+        < result.history[0]["rgb"] + result.history[0]["opacity"]
+    )
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert result.config == model.config
+
+
+# ------------------------------------------------------------------------------ input errors
+
+
+def test_fully_opaque_or_transparent_views_are_rejected(rig):
+    opaque = rig.images.copy()
+    opaque[2, ..., 3] = 1.0
+    with pytest.raises(InputError, match="fully opaque"):
+        rig_view_set(opaque)
+    empty = rig.images.copy()
+    empty[1, ..., 3] = 0.0
+    with pytest.raises(InputError, match="fully transparent"):
+        rig_view_set(empty)
+    with pytest.raises(InputError, match="four RGBA"):
+        rig_view_set(rig.images[:3])
+
+
+def _write_posed(tmp_path, res: int = 32) -> tuple[list, object]:
+    cams = [Camera(0.0, 20.0), Camera(120.0, -10.0), Camera(240.0, 50.0)]
+    imgs = sphere_views(cams, res)
+    frames = []
+    for i, (cam, img) in enumerate(zip(cams, imgs)):
+        write_png(tmp_path / f"{i}.png", img)
+        frames.append({"image": f"{i}.png", "kind": "random", **cam.to_json(res)})
+    (tmp_path / "cameras.json").write_text(json.dumps({"frames": frames}))
+    return [tmp_path / f"{i}.png" for i in range(len(cams))], tmp_path / "cameras.json"
+
+
+def test_camera_view_set_reads_frames(tmp_path):
+    paths, cams_json = _write_posed(tmp_path)
+    vs = camera_view_set(paths, cams_json)
+    assert vs.images.shape == (3, 32, 32, 4)
+    np.testing.assert_allclose(vs.c2w[1], Camera(120.0, -10.0).c2w())
+
+
+def test_camera_view_set_errors(tmp_path):
+    paths, cams_json = _write_posed(tmp_path)
+    meta = json.loads(cams_json.read_text())
+    meta["frames"][1]["resolution"] = [64, 64]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="do not match"):
+        camera_view_set(paths, bad)
+    with pytest.raises(InputError, match="no frame"):
+        camera_view_set([tmp_path / "bad.json"], cams_json)
+    write_png(tmp_path / "2.png", np.zeros((16, 16, 4), np.float32) + 0.5)
+    with pytest.raises(InputError):
+        camera_view_set(paths, cams_json)
+    with pytest.raises(InputError, match="not found"):
+        camera_view_set(paths, tmp_path / "missing.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(InputError, match="cannot read"):
+        camera_view_set(paths, tmp_path / "broken.json")
+
+
+def test_views_of_different_sizes_are_rejected(tmp_path):
+    paths, cams_json = _write_posed(tmp_path)
+    meta = json.loads(cams_json.read_text())
+    imgs = sphere_views([Camera(240.0, 50.0)], 24)
+    write_png(tmp_path / "2.png", imgs[0])
+    meta["frames"][2]["resolution"] = [24, 24]
+    cams_json.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="same size"):
+        camera_view_set(paths, cams_json)
+
+
+def test_bad_config_is_an_input_error():
+    with pytest.raises(InputError):
+        OptimizeConfig(steps=0)
+    with pytest.raises(InputError):
+        OptimizeConfig(plane_resolution=7)
+    with pytest.raises(InputError):
+        RefineConfig(rays_per_view=0)
