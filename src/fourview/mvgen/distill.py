@@ -1,0 +1,816 @@
+"""The few-step student: latent consistency distillation into a LoRA (``fourview train mvgen-lcm``).
+
+LCM-LoRA (Luo et al. 2023, "LCM-LoRA: a universal Stable-Diffusion acceleration module"; the
+recipe of diffusers' ``examples/consistency_distillation/train_lcm_distill_lora_sdxl.py``):
+
+- The teacher is a trained generator (the shipped demo, a folder or a hub id), frozen. The student
+  is the same UNet with a LoRA on its attention, feed-forward, ResNet-convolution and
+  time-embedding layers (`LCM_LORA_TARGETS`); the teacher is that UNet with the adapter disabled,
+  so no second copy is kept.
+- Each step draws a grid latent ``z0`` (VAE posterior, cached once), a point ``n`` of the skipping
+  schedule ``t_n = (n + 1) * k - 1`` (``k = 1000 / num_ddim_timesteps``; the schedule
+  ``LCMScheduler`` samples from), noise ``z_{t_n} = a_n z0 + s_n eps``, and a guidance scale ``g``
+  uniform in ``[guidance_min, guidance_max]``.
+- The teacher, with classifier-free guidance ``g`` (unconditional branch: all-zero text
+  embeddings, as ``StableDiffusionXLPipeline`` feeds them), takes one DDIM step from ``t_n`` to
+  ``t_n - k`` (`ddim_step`): the augmented probability-flow ODE solved over the skipped steps.
+- The consistency function ``f(z, t) = c_skip(t) z + c_out(t) x0(z, t)`` (`boundary_scalings`:
+  ``c_skip = sd^2 / ((10 t)^2 + sd^2)``, ``c_out = 10 t / sqrt((10 t)^2 + sd^2)``, ``sd = 0.5``;
+  ``x0`` from the UNet's prediction, `predicted_x0`) of the student at ``(z_{t_n}, t_n)`` is
+  pulled towards the same function of the same network (LoRA on, no gradient) at the teacher's
+  ``(z_{t_n - k}, t_n - k)``, by a pseudo-Huber loss ``sqrt(d^2 + c^2) - c`` (or L2).
+
+The student samples with ``diffusers.LCMScheduler`` (same betas and prediction type as the
+teacher, ``original_inference_steps = num_ddim_timesteps``, ``timestep_scaling`` as in training)
+in 1 to 8 steps at guidance about 1 (no classifier-free guidance: one UNet pass per step; the
+teacher's guidance is distilled in). It is saved in diffusers' LoRA format with
+``StableDiffusionXLPipeline.save_lora_weights`` plus ``student.json`` (the sampler settings);
+`load_student` loads it into any ``StableDiffusionXLPipeline`` built on the teacher's weights.
+
+Output folder: ``distill_config.json``, ``latents.safetensors`` (+ ``latents.json``),
+``log.jsonl``, ``checkpoints/step_NNNNNN`` (Accelerate state; the LoRA as
+``student_lora.safetensors``, not the frozen UNet; the run resumes from the latest),
+``val/step_NNNNNN.png`` (+ ``val/step_NNNNNN/NN.png``, student samples) and ``lora/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fourview.errors import InputError
+from fourview.mvgen.train import _checkpoint, _latest_checkpoint, _lr_lambda  # shared run mechanics
+
+LCM_LORA_TARGETS: tuple[str, ...] = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+    "time_emb_proj",
+)
+"""UNet module names that get the LoRA (LCM-LoRA's SDXL set: attention, feed-forward, ResNets, resampling)."""
+
+SIGMA_DATA: float = 0.5
+"""Standard deviation of the data in the consistency boundary condition (LCM and ``LCMScheduler``)."""
+
+STUDENT_FILE: str = "student.json"
+"""Sampler settings written next to the student's LoRA weights."""
+
+DEMO_STUDENT: Path = Path(__file__).resolve().parents[1] / "weights" / "mvgen-demo-lcm"
+"""The shipped student of the demo generator (LoRA + ``student.json``); ``load_student(pipe, "demo")``."""
+
+
+@dataclass(frozen=True)
+class LCMDistillConfig:
+    """Everything a distillation run needs (frozen; saved as ``OUT/distill_config.json``)."""
+
+    teacher: str
+    """The generator to distil: "demo" (the shipped weights), a diffusers folder or a hub id."""
+    data: str
+    """Folder of rendered objects: one folder each with grid.png and caption.txt."""
+    out: str
+    """Output folder (created); an existing run there is resumed when ``resume``."""
+    lora_rank: int = 16
+    """Rank of the student's LoRA."""
+    lora_alpha: float | None = None
+    """LoRA scale numerator (default: the rank, i.e. scale 1)."""
+    target_modules: tuple[str, ...] = LCM_LORA_TARGETS
+    """UNet module names that get the LoRA (suffix match)."""
+    init_lora: str | None = None
+    """Start the LoRA from these weights (a ``lora/`` folder of an earlier run) instead of zero."""
+    num_ddim_timesteps: int = 50
+    """Points of the skipping schedule (k = 1000 / this); the student's LCMScheduler original_inference_steps."""
+    timestep_scaling: float = 10.0
+    """Timestep scaling of the boundary condition (LCMScheduler's timestep_scaling)."""
+    guidance_min: float = 3.0
+    """Smallest classifier-free guidance scale of the teacher (diffusers' convention: 1 = no guidance)."""
+    guidance_max: float = 7.0
+    """Largest classifier-free guidance scale of the teacher (the student learns about the range's middle)."""
+    loss: Literal["huber", "l2"] = "huber"
+    """Distance between student and target: pseudo-Huber or squared error."""
+    huber_c: float = 0.001
+    """Pseudo-Huber constant c (latent units)."""
+    steps: int = 1000
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Grids per micro-batch per process."""
+    grad_accumulation: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 1e-4
+    """Peak learning rate (AdamW)."""
+    min_lr_ratio: float = 1.0
+    """Final learning rate as a fraction of ``lr`` (cosine decay; 1: constant after warm-up)."""
+    warmup_steps: int = 0
+    """Linear warm-up, optimizer steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0: off)."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """Accelerate's mixed precision (fp16 needs CUDA)."""
+    gradient_checkpointing: bool = False
+    """Recompute UNet activations in the backward pass (less memory, slower)."""
+    validate_every: int = 0
+    """Optimizer steps between validation samples (0: only at the end)."""
+    val_prompts: tuple[str, ...] = ()
+    """Validation prompts (default: 8 held-out and 4 training combinations of the synthetic world)."""
+    val_inference_steps: int = 4
+    """Student sampler steps of the validation samples."""
+    val_guidance: float = 1.0
+    """Guidance scale of the validation samples (1: none)."""
+    checkpoint_every: int = 250
+    """Optimizer steps between checkpoints (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept."""
+    log_every: int = 10
+    """Optimizer steps between log lines."""
+    seed: int = 0
+    """Seed of the LoRA initialisation, data order, noise and validation samples."""
+    resume: bool = True
+    """Continue from the latest checkpoint in ``out/checkpoints`` if there is one."""
+    stop_after_steps: int | None = None
+    """Stop this call after so many optimizer steps, with a checkpoint (a time slice; resume continues)."""
+    max_minutes: float | None = None
+    """Stop this call (with a checkpoint) once the loop has run this long; the final LoRA is still written."""
+    num_threads: int = 0
+    """CPU threads for torch (0: torch's default)."""
+
+
+@dataclass(frozen=True)
+class LCMDistillResult:
+    """What a distillation call did.
+
+    Attributes:
+        out_dir: the run's folder.
+        steps: optimizer steps done in total (including resumed ones).
+        time_s: wall time of this call, seconds.
+        eval_loss_start: consistency loss on a fixed batch (fixed latents, noise, schedule points,
+            guidance) before this call's first step.
+        eval_loss_end: the same after its last step.
+        weights: the student's LoRA folder (``OUT/lora``, with ``student.json``); None when the
+            call stopped early by ``stop_after_steps``.
+        val_dir: the last validation samples' folder, or None.
+    """
+
+    out_dir: Path
+    steps: int
+    time_s: float
+    eval_loss_start: float
+    eval_loss_end: float
+    weights: Path | None
+    val_dir: Path | None
+
+
+# ---------------------------------------------------------------------------------------------
+# LCM maths (pure functions of tensors; tested against diffusers' LCMScheduler)
+
+
+def boundary_scalings(
+    timesteps: torch.Tensor, timestep_scaling: float = 10.0, sigma_data: float = SIGMA_DATA
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The consistency model's boundary-condition weights ``c_skip(t)``, ``c_out(t)``.
+
+    ``f(z, t) = c_skip z + c_out x0(z, t)`` with ``c_skip = sd^2 / ((s t)^2 + sd^2)`` and
+    ``c_out = s t / sqrt((s t)^2 + sd^2)`` (``s = timestep_scaling``): at t = 0, f is the
+    identity; elsewhere it is nearly the network's clean-sample estimate.
+
+    Args:
+        timesteps: [B] discrete timesteps (0..999), any dtype.
+        timestep_scaling: ``s`` above.
+        sigma_data: ``sd`` above.
+
+    Returns:
+        ``c_skip`` and ``c_out``, each [B] float32.
+    """
+    t = timesteps.float() * timestep_scaling
+    c_skip = sigma_data**2 / (t**2 + sigma_data**2)
+    c_out = t / (t**2 + sigma_data**2) ** 0.5
+    return c_skip, c_out
+
+
+def predicted_x0(
+    model_output: torch.Tensor,
+    timesteps: torch.Tensor,
+    sample: torch.Tensor,
+    prediction_type: str,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
+    """The clean-sample estimate from a UNet output at ``z_t = a x0 + s eps``.
+
+    Args:
+        model_output: [B, C, h, w] the UNet's prediction (epsilon, v or the sample itself).
+        timesteps: [B] discrete timesteps.
+        sample: [B, C, h, w] the noisy latent ``z_t``.
+        prediction_type: "epsilon", "v_prediction" or "sample".
+        alphas_cumprod: [T] the scheduler's cumulative alphas (``a^2``).
+
+    Returns:
+        [B, C, h, w] ``x0``.
+    """
+    a, s = _alpha_sigma(alphas_cumprod, timesteps, sample)
+    if prediction_type == "epsilon":
+        return (sample - s * model_output) / a
+    if prediction_type == "v_prediction":
+        return a * sample - s * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise InputError(f"unknown prediction type {prediction_type!r}; expected epsilon, v_prediction or sample")
+
+
+def predicted_noise(
+    model_output: torch.Tensor,
+    timesteps: torch.Tensor,
+    sample: torch.Tensor,
+    prediction_type: str,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
+    """The noise estimate from a UNet output at ``z_t = a x0 + s eps`` (arguments as `predicted_x0`).
+
+    Returns:
+        [B, C, h, w] ``eps``.
+    """
+    a, s = _alpha_sigma(alphas_cumprod, timesteps, sample)
+    if prediction_type == "epsilon":
+        return model_output
+    if prediction_type == "v_prediction":
+        return a * model_output + s * sample
+    if prediction_type == "sample":
+        return (sample - a * model_output) / s
+    raise InputError(f"unknown prediction type {prediction_type!r}; expected epsilon, v_prediction or sample")
+
+
+def consistency_output(
+    model_output: torch.Tensor,
+    timesteps: torch.Tensor,
+    sample: torch.Tensor,
+    prediction_type: str,
+    alphas_cumprod: torch.Tensor,
+    timestep_scaling: float = 10.0,
+) -> torch.Tensor:
+    """The consistency function ``f(z_t, t) = c_skip z_t + c_out x0`` (``LCMScheduler.step``'s ``denoised``).
+
+    Returns:
+        [B, C, h, w].
+    """
+    c_skip, c_out = boundary_scalings(timesteps, timestep_scaling)
+    x0 = predicted_x0(model_output, timesteps, sample, prediction_type, alphas_cumprod)
+    return _bcast(c_skip, sample) * sample + _bcast(c_out, sample) * x0
+
+
+def skipping_timesteps(num_train_timesteps: int, num_ddim_timesteps: int) -> torch.Tensor:
+    """The distillation schedule ``t_n = (n + 1) k - 1``, ``k = num_train_timesteps // num_ddim_timesteps``.
+
+    These are the timesteps ``LCMScheduler`` (``original_inference_steps = num_ddim_timesteps``)
+    samples from.
+
+    Returns:
+        [num_ddim_timesteps] int64, ascending.
+
+    Raises:
+        InputError: a schedule longer than the training timesteps, or empty.
+    """
+    if not 1 <= num_ddim_timesteps <= num_train_timesteps:
+        raise InputError(f"num_ddim_timesteps must be in [1, {num_train_timesteps}], got {num_ddim_timesteps}")
+    k = num_train_timesteps // num_ddim_timesteps
+    return torch.arange(1, num_ddim_timesteps + 1, dtype=torch.int64) * k - 1
+
+
+def ddim_step(
+    pred_x0: torch.Tensor, pred_noise: torch.Tensor, prev_timesteps: torch.Tensor, alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
+    """One deterministic DDIM step to ``prev_timesteps``: ``a_prev x0 + s_prev eps``.
+
+    Args:
+        pred_x0: [B, C, h, w] clean-sample estimate at the current step.
+        pred_noise: [B, C, h, w] noise estimate at the current step.
+        prev_timesteps: [B] the timesteps to step to (>= 0).
+        alphas_cumprod: [T] the scheduler's cumulative alphas.
+
+    Returns:
+        [B, C, h, w] ``z_prev``.
+    """
+    a, s = _alpha_sigma(alphas_cumprod, prev_timesteps, pred_x0)
+    return a * pred_x0 + s * pred_noise
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
+    """Mean of ``sqrt((a - b)^2 + c^2) - c`` (quadratic below c, linear above); a scalar."""
+    return (torch.sqrt((a.float() - b.float()) ** 2 + c * c) - c).mean()
+
+
+def _alpha_sigma(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor):
+    ac = alphas_cumprod.to(like.device)[timesteps.to(like.device).long()].to(like.dtype)  # [B]
+    return _bcast(ac.sqrt(), like), _bcast((1 - ac).sqrt(), like)
+
+
+def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x.to(like.device, like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# loading the student
+
+
+def student_scheduler(scheduler_config, student: str | Path | None = None):
+    """``LCMScheduler`` for a student: the teacher's betas and prediction type, the student's LCM settings.
+
+    Args:
+        scheduler_config: the teacher pipeline's ``scheduler.config``.
+        student: the student's LoRA folder; its ``student.json`` sets ``original_inference_steps``
+            and ``timestep_scaling`` (LCMScheduler's defaults, 50 and 10, otherwise).
+
+    Returns:
+        a ``diffusers.LCMScheduler``.
+    """
+    from diffusers import LCMScheduler
+
+    extra = {}
+    if student is not None and (Path(student) / STUDENT_FILE).is_file():
+        meta = json.loads((Path(student) / STUDENT_FILE).read_text())
+        extra = {"original_inference_steps": meta["num_ddim_timesteps"], "timestep_scaling": meta["timestep_scaling"]}
+    return LCMScheduler.from_config(scheduler_config, **extra)
+
+
+def load_student(pipe, path: str | Path, adapter_name: str = "student", weight: float = 1.0) -> None:
+    """Make a ``StableDiffusionXLPipeline`` (the teacher's weights) sample as the few-step student.
+
+    Loads the LoRA in diffusers' format as adapter ``adapter_name``, activates it with ``weight``
+    next to the adapters already active (at weight 1), and replaces the scheduler by
+    `student_scheduler`. Sample with ``num_inference_steps`` 1 to 8 (4 is the default of
+    ``student.json``) and ``guidance_scale`` 1 (no classifier-free guidance).
+
+    Args:
+        pipe: a ``StableDiffusionXLPipeline`` (or the ``.sdxl`` of a `MultiViewPipeline`).
+        path: the student folder (``pytorch_lora_weights.safetensors`` + ``student.json``), or
+            "demo" for the shipped one (`DEMO_STUDENT`, distilled from the demo generator).
+        adapter_name: name of the adapter.
+        weight: LoRA weight of the student (1 as distilled).
+
+    Raises:
+        InputError: the folder or its weights are missing or unreadable.
+    """
+    path = DEMO_STUDENT if str(path) == "demo" else Path(path)
+    if not (path / "pytorch_lora_weights.safetensors").is_file():
+        raise InputError(f"no student LoRA (pytorch_lora_weights.safetensors) in {path}")
+    from diffusers.utils import logging as dlogging
+
+    active = [a for a in pipe.get_active_adapters() if a != adapter_name] if _has_adapters(pipe) else []
+    level = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()  # not "no LoRA keys for the text encoders": the student has none
+    try:
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+    except (OSError, ValueError, KeyError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise InputError(f"cannot load the student LoRA {path}: {type(err).__name__}: {first}") from None
+    finally:
+        dlogging.set_verbosity(level)
+    pipe.set_adapters(active + [adapter_name], adapter_weights=[1.0] * len(active) + [float(weight)])
+    pipe.scheduler = student_scheduler(pipe.scheduler.config, path)
+
+
+def student_settings(path: str | Path) -> dict:
+    """The ``student.json`` record of a student folder (sampler settings, teacher, training summary).
+
+    Raises:
+        InputError: no ``student.json`` there.
+    """
+    f = Path(path) / STUDENT_FILE
+    if not f.is_file():
+        raise InputError(f"no {STUDENT_FILE} in student folder {path}")
+    return json.loads(f.read_text())
+
+
+def _has_adapters(pipe) -> bool:
+    try:
+        return bool(pipe.get_list_adapters())
+    except (ValueError, AttributeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# distillation
+
+
+def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
+    """Distil the teacher into a few-step LCM-LoRA student (see the module docstring); resumable.
+
+    Multi-GPU under ``accelerate launch`` (data parallel over the LoRA).
+
+    Raises:
+        InputError: inconsistent options, missing data or weights.
+    """
+    from accelerate import Accelerator
+
+    _check(config)
+    t_start = time.time()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    out = Path(config.out)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accumulation
+    )
+    main = accelerator.is_main_process
+    dev = accelerator.device
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "distill_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    torch.manual_seed(config.seed)
+
+    pipe = load_teacher(config.teacher)
+    unet, vae = pipe.unet, pipe.vae
+    for m in (unet, vae, pipe.text_encoder, pipe.text_encoder_2):
+        m.requires_grad_(False)
+        m.eval()
+        m.to(dev)
+    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+    num_train = int(pipe.scheduler.config.num_train_timesteps)
+    alphas_cumprod = _alphas_cumprod(pipe.scheduler).to(dev)  # [T]
+    schedule = skipping_timesteps(num_train, config.num_ddim_timesteps).to(dev)  # [N]
+    skip = num_train // config.num_ddim_timesteps
+    resolution = int(unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+    from fourview.mvgen.dataset import grid_dataset
+
+    grids = grid_dataset(config.data, resolution)
+    mean, std = _latents(vae, grids, out, accelerator)  # [N, C, h, w] each
+    scale = float(vae.config.scaling_factor)
+
+    _add_lora(unet, config)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    lr_at = _lr_lambda(config.warmup_steps, config.steps, config.min_lr_ratio)
+    unet_w, opt = accelerator.prepare(unet, opt)
+    _register_lora_hooks(accelerator)
+
+    step = 0
+    ckpt_root = out / "checkpoints"
+    latest = _latest_checkpoint(ckpt_root) if config.resume else None
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        step = json.loads((latest / "state.json").read_text())["step"]
+        accelerator.print(f"resumed from {latest} (step {step})")
+
+    add_time = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=torch.float32)
+
+    def embed(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL prompt embeddings exactly as the pipeline computes them: [B, 77, D], [B, P]."""
+        with torch.no_grad():
+            ctx, _, pooled, _ = pipe.encode_prompt(captions, device=dev, do_classifier_free_guidance=False)
+        return ctx.float(), pooled.float()
+
+    def run_unet(z, t, ctx, pooled):
+        b = z.shape[0]
+        cond = {"text_embeds": pooled, "time_ids": add_time.to(dev).repeat(b, 1)}
+        return unet_w(z, t, ctx, added_cond_kwargs=cond).sample.float()
+
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator, n_index=None, guidance=None) -> torch.Tensor:
+        """LCM consistency loss of grids ``idx`` (random parts from ``gen``, or fixed ones)."""
+        b = idx.shape[0]
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale  # [B, C, h, w]
+        noise = torch.randn(z0.shape, generator=gen)
+        if n_index is None:
+            n_index = torch.randint(0, config.num_ddim_timesteps, (b,), generator=gen)
+        if guidance is None:
+            guidance = config.guidance_min + (config.guidance_max - config.guidance_min) * torch.rand(b, generator=gen)
+        z0, noise, n_index = z0.to(dev), noise.to(dev), n_index.to(dev)
+        t_start = schedule[n_index]  # [B]
+        t_end = (t_start - skip).clamp(min=0)  # [B]
+        z_start = (
+            _bcast(alphas_cumprod[t_start].sqrt(), z0) * z0 + _bcast((1 - alphas_cumprod[t_start]).sqrt(), z0) * noise
+        )
+        ctx, pooled = embed([grids.captions[int(i)] for i in idx])
+        # student: f_theta(z_{t_n}, t_n)
+        out_s = run_unet(z_start, t_start, ctx, pooled)
+        student = consistency_output(out_s, t_start, z_start, prediction_type, alphas_cumprod, config.timestep_scaling)
+        with torch.no_grad():
+            raw = accelerator.unwrap_model(unet_w)
+            raw.disable_adapters()
+            try:  # teacher with guidance: cond and uncond branches in one batch
+                out_t = run_unet(
+                    torch.cat([z_start, z_start]), torch.cat([t_start, t_start]),
+                    torch.cat([ctx, torch.zeros_like(ctx)]), torch.cat([pooled, torch.zeros_like(pooled)]),
+                )  # fmt: skip
+            finally:
+                raw.enable_adapters()
+            x0_c, x0_u = predicted_x0(
+                out_t, t_start.repeat(2), z_start.repeat(2, 1, 1, 1), prediction_type, alphas_cumprod
+            ).chunk(2)
+            eps_c, eps_u = predicted_noise(
+                out_t, t_start.repeat(2), z_start.repeat(2, 1, 1, 1), prediction_type, alphas_cumprod
+            ).chunk(2)
+            g = _bcast(guidance.to(dev), z0)
+            x0 = x0_u + g * (x0_c - x0_u)
+            eps = eps_u + g * (eps_c - eps_u)
+            z_end = ddim_step(x0, eps, t_end, alphas_cumprod)  # [B, C, h, w] teacher's ODE step
+            # target: f_theta-(z_{t_n - k}, t_n - k), the same network without gradient
+            out_e = run_unet(z_end, t_end, ctx, pooled)
+            target = consistency_output(out_e, t_end, z_end, prediction_type, alphas_cumprod, config.timestep_scaling)
+        if config.loss == "huber":
+            return pseudo_huber(student, target, config.huber_c)
+        return torch.nn.functional.mse_loss(student.float(), target.float())
+
+    def eval_loss() -> float:
+        g = torch.Generator().manual_seed(config.seed + 12345)
+        n = min(8, len(grids))
+        idx = torch.arange(n)
+        n_index = torch.linspace(0, config.num_ddim_timesteps - 1, n).round().long()
+        guidance = torch.full((n,), 0.5 * (config.guidance_min + config.guidance_max))
+        was_training = unet.training
+        unet.eval()
+        with torch.no_grad():
+            value = float(batch_loss(idx, g, n_index, guidance))
+        unet.train(was_training)
+        return value
+
+    loss_start = eval_loss()
+    log_path = out / "log.jsonl"
+    end = config.steps if config.stop_after_steps is None else min(config.steps, step + config.stop_after_steps)
+    val_dir = None
+    t_loop, step0 = time.time(), step
+    running: list[float] = []
+    timed_out = False
+    while step < end:
+        for group in opt.param_groups:
+            group["lr"] = config.lr * lr_at(step)
+        for micro in range(config.grad_accumulation):
+            gen = torch.Generator().manual_seed(_mix(config.seed, step, accelerator.process_index, micro))
+            idx = torch.randint(0, len(grids), (config.batch_size,), generator=gen)
+            with accelerator.accumulate(unet_w):
+                loss = batch_loss(idx, gen)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            running.append(float(loss.detach()))
+        step += 1
+        timed_out = config.max_minutes is not None and time.time() - t_loop > 60.0 * config.max_minutes
+        if main and (step % config.log_every == 0 or step == end or timed_out):
+            rate = (step - step0) / max(time.time() - t_loop, 1e-9)
+            rec = {"step": step, "loss": float(np.mean(running)), "lr": opt.param_groups[0]["lr"], "steps_per_s": rate,
+                   "time_s": time.time() - t_start}  # fmt: skip
+            running = []
+            with log_path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(
+                f"lcm step {step}/{config.steps} loss {rec['loss']:.5f} lr {rec['lr']:.2e} {rate:.2f} it/s", flush=True
+            )
+        if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == end or timed_out:
+            _checkpoint(accelerator, ckpt_root, step, config.keep_checkpoints)
+        if main and config.validate_every and step % config.validate_every == 0 and step < end and not timed_out:
+            val_dir = _validate(config, pipe, unet_w, accelerator, resolution, step, out)
+            unet.train()
+        if timed_out:
+            break
+    loss_end = eval_loss()
+    accelerator.wait_for_everyone()
+
+    weights = None
+    finished = step >= config.steps or timed_out
+    if finished and main:
+        weights = _save_student(config, pipe, unet_w, accelerator, out, step, loss_start, loss_end)
+        val_dir = _validate(config, pipe, unet_w, accelerator, resolution, step, out)
+    return LCMDistillResult(out, step, time.time() - t_start, loss_start, loss_end, weights, val_dir)
+
+
+def load_teacher(name: str):
+    """The teacher as a float32 ``StableDiffusionXLPipeline``: "demo", a diffusers folder or a hub id.
+
+    Raises:
+        InputError: the weights cannot be loaded.
+    """
+    from diffusers import StableDiffusionXLPipeline
+
+    path = name
+    if name == "demo":
+        from fourview.mvgen.pipeline import DEMO_MVGEN
+
+        if not (DEMO_MVGEN / "model_index.json").is_file():
+            raise InputError(f"the shipped demo generator is missing from the installation ({DEMO_MVGEN})")
+        path = str(DEMO_MVGEN)
+    elif Path(name).exists() and not (Path(name) / "model_index.json").is_file():
+        raise InputError(f"teacher must be a diffusers folder with model_index.json: {name}")
+    try:
+        pipe = StableDiffusionXLPipeline.from_pretrained(path, dtype=torch.float32, add_watermarker=False)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise InputError(f"cannot load the teacher {name!r}: {type(err).__name__}: {first}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _check(c: LCMDistillConfig) -> None:
+    if c.lora_rank < 1:
+        raise InputError(f"--lora-rank must be >= 1, got {c.lora_rank}")
+    if not 1 <= c.num_ddim_timesteps <= 1000:
+        raise InputError(f"--num-ddim-timesteps must be in [1, 1000], got {c.num_ddim_timesteps}")
+    if not 1.0 <= c.guidance_min <= c.guidance_max:
+        raise InputError(f"need 1 <= --guidance-min <= --guidance-max, got {c.guidance_min}, {c.guidance_max}")
+    if c.huber_c <= 0:
+        raise InputError(f"--huber-c must be > 0, got {c.huber_c}")
+    for name in ("steps", "batch_size", "grad_accumulation", "val_inference_steps"):
+        if getattr(c, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
+    if c.val_inference_steps > c.num_ddim_timesteps:
+        raise InputError(
+            f"--val-inference-steps ({c.val_inference_steps}) exceeds --num-ddim-timesteps ({c.num_ddim_timesteps})"
+        )
+    if not c.target_modules:
+        raise InputError("--target-modules is empty")
+    if c.init_lora is not None and not (Path(c.init_lora) / "pytorch_lora_weights.safetensors").is_file():
+        raise InputError(f"--init-lora: no pytorch_lora_weights.safetensors in {c.init_lora}")
+
+
+def _alphas_cumprod(scheduler) -> torch.Tensor:
+    """[T] float32 cumulative alphas of the teacher's training noise schedule."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(scheduler.config).alphas_cumprod.float()
+
+
+def _add_lora(unet, c: LCMDistillConfig) -> None:
+    """Attach the student's LoRA (zero-initialised B: the student starts as the teacher), or load ``init_lora``."""
+    from peft import LoraConfig
+
+    torch.manual_seed(c.seed)
+    unet.add_adapter(
+        LoraConfig(
+            r=c.lora_rank,
+            lora_alpha=c.lora_alpha if c.lora_alpha is not None else c.lora_rank,
+            init_lora_weights=True,
+            target_modules=list(c.target_modules),
+        )
+    )
+    if c.init_lora is not None:
+        from diffusers import StableDiffusionXLPipeline
+        from diffusers.utils import convert_unet_state_dict_to_peft
+        from peft.utils import set_peft_model_state_dict
+
+        sd, _ = StableDiffusionXLPipeline.lora_state_dict(c.init_lora)
+        sd = {k.removeprefix("unet."): v for k, v in sd.items() if k.startswith("unet.")}
+        result = set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(sd), adapter_name="default")
+        missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
+        if missing:
+            raise InputError(f"--init-lora {c.init_lora} does not fit this LoRA (rank / targets differ)")
+
+
+def _lora_state(unet) -> dict:
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+
+
+def _register_lora_hooks(accelerator) -> None:
+    """Checkpoints hold the LoRA only (``student_lora.safetensors``), not the frozen UNet."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for m in models:
+                save_file(_lora_state(accelerator.unwrap_model(m)), str(Path(output_dir) / "student_lora.safetensors"))
+        while weights:
+            weights.pop()
+
+    def load_hook(models, input_dir):
+        state = load_file(str(Path(input_dir) / "student_lora.safetensors"))
+        while models:
+            set_peft_model_state_dict(accelerator.unwrap_model(models.pop()), state)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def _latents(vae, grids, out: Path, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE posterior mean and std of every grid, cached in ``OUT/latents.safetensors``: [N, C, h, w] each."""
+    from safetensors.torch import load_file, save_file
+
+    paths = [str(p) for p in grids.paths]
+    path, meta_path = out / "latents.safetensors", out / "latents.json"
+    fingerprint = float(sum(p.detach().double().abs().sum() for p in vae.parameters()))  # which VAE encoded them
+    if path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        same_vae = abs(meta.get("vae_fingerprint", -1.0) - fingerprint) <= 1e-3 * abs(fingerprint)
+        if meta["paths"] == paths and meta["resolution"] == grids.resolution and same_vae:
+            t = load_file(str(path))
+            return t["mean"], t["std"]
+    means, stds = [], []
+    with torch.no_grad():
+        for i0 in range(0, len(grids), 16):
+            x = torch.stack([grids.image(i) for i in range(i0, min(len(grids), i0 + 16))]).to(accelerator.device)
+            post = vae.encode(x.to(vae.dtype)).latent_dist
+            means.append(post.mean.float().cpu())
+            stds.append(post.std.float().cpu())
+    mean, std = torch.cat(means), torch.cat(stds)
+    if accelerator.is_main_process:
+        save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(path))
+        meta_path.write_text(
+            json.dumps({"paths": paths, "resolution": grids.resolution, "vae_fingerprint": fingerprint})
+        )
+    return mean, std
+
+
+def _mix(*xs: int) -> int:
+    """A 63-bit seed from several integers (deterministic)."""
+    a, b = np.random.SeedSequence([int(x) for x in xs]).generate_state(2, np.uint32)
+    return ((int(a) << 31) ^ int(b)) & ((1 << 63) - 1)
+
+
+def _default_val_prompts() -> tuple[str, ...]:
+    """Eight held-out (shape, colour) combinations of the synthetic world, then four training ones."""
+    from fourview.data.synthetic import combinations
+
+    held, seen = combinations("heldout"), combinations("train")
+    picks = [held[i] for i in range(0, len(held), max(1, len(held) // 8))][:8]
+    picks += [seen[i] for i in range(0, len(seen), max(1, len(seen) // 4))][:4]
+    return tuple(f"a {colour} {shape}" for shape, colour in picks)
+
+
+def _student_pipeline(pipe, unet_w, accelerator, c: LCMDistillConfig):
+    """A ``StableDiffusionXLPipeline`` sharing the teacher's modules, with the student UNet and LCM sampler."""
+    from diffusers import LCMScheduler, StableDiffusionXLPipeline
+
+    parts = dict(pipe.components)
+    parts["unet"] = accelerator.unwrap_model(unet_w)
+    parts["scheduler"] = LCMScheduler.from_config(
+        pipe.scheduler.config, original_inference_steps=c.num_ddim_timesteps, timestep_scaling=c.timestep_scaling
+    )
+    student = StableDiffusionXLPipeline(**parts)
+    student.set_progress_bar_config(disable=True)
+    return student
+
+
+def _validate(c: LCMDistillConfig, pipe, unet_w, accelerator, resolution: int, step: int, out: Path) -> Path:
+    """Student samples (``val_inference_steps`` LCM steps) of the validation prompts, seeds ``seed + i``."""
+    from PIL import Image
+
+    from fourview.mvgen.train import validation_images
+
+    prompts = c.val_prompts or _default_val_prompts()
+    student = _student_pipeline(pipe, unet_w, accelerator, c)
+    student.unet.eval()
+    images = validation_images(student, prompts, resolution, c.val_inference_steps, c.val_guidance, c.seed)
+    folder = out / "val" / f"step_{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {"prompts": list(prompts), "resolution": resolution, "steps": c.val_inference_steps,
+                "guidance": c.val_guidance, "seed": c.seed, "scheduler": "LCMScheduler"}  # fmt: skip
+    (out / "val" / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
+    tiles = [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
+    for i, t in enumerate(tiles):
+        Image.fromarray(t).save(folder / f"{i:02d}.png")
+    cols = min(4, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    mosaic = np.full((rows * resolution, cols * resolution, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        r, k = divmod(i, cols)
+        mosaic[r * resolution : (r + 1) * resolution, k * resolution : (k + 1) * resolution] = t
+    Image.fromarray(mosaic).save(out / "val" / f"step_{step:06d}.png")
+    return folder
+
+
+def _save_student(c: LCMDistillConfig, pipe, unet_w, accelerator, out: Path, step: int, l0: float, l1: float) -> Path:
+    """Write ``OUT/lora``: diffusers LoRA weights + ``student.json``."""
+    from diffusers import StableDiffusionXLPipeline
+
+    unet = accelerator.unwrap_model(unet_w)
+    # peft's key names (lora_A / lora_B), as diffusers' LCM-LoRA script saves them: converting them to
+    # the older "lora.down" names only covers attention layers, and a mixed file loads without them.
+    layers = _lora_state(unet)
+    folder = out / "lora"
+    StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
+    meta = {
+        "kind": "lcm-lora",
+        "teacher": c.teacher,
+        "scheduler": "LCMScheduler",
+        "num_ddim_timesteps": c.num_ddim_timesteps,
+        "timestep_scaling": c.timestep_scaling,
+        "recommended_steps": 4,
+        "recommended_guidance": 1.0,
+        "teacher_guidance_range": [c.guidance_min, c.guidance_max],
+        "lora_rank": c.lora_rank,
+        "distill_steps": step,
+        "batch_size": c.batch_size * c.grad_accumulation * accelerator.num_processes,
+        "eval_loss": [l0, l1],
+    }
+    (folder / STUDENT_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    return folder
