@@ -73,3 +73,91 @@ def test_synth_writes_objects(tmp_path, capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "fourview.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "data" in out.stdout
+
+
+# ------------------------------------------------------------------ reconstruct --optimize
+
+
+def _disc_views(tmp_path, res=32, radius=0.6, n=4, opaque=False):
+    """Views of a sphere of ``radius`` seen from 4 units: a disc (perspective), written as PNGs."""
+    import math
+
+    import numpy as np
+
+    from fourview.images import write_png
+
+    r_px = math.tan(math.asin(radius / 4.0)) / math.tan(math.radians(15.0)) * res / 2
+    yy, xx = np.mgrid[0:res, 0:res] + 0.5
+    alpha = np.clip(r_px + 0.5 - np.hypot(xx - res / 2, yy - res / 2), 0.0, 1.0).astype(np.float32)
+    paths = []
+    for i in range(n):
+        img = np.zeros((res, res, 4), np.float32)
+        img[..., 0], img[..., 1], img[..., 2] = 0.8, 0.3 + 0.1 * i, 0.2
+        img[..., 3] = 1.0 if opaque else alpha
+        paths.append(tmp_path / f"v{i}.png")
+        write_png(paths[-1], img)
+    return [str(p) for p in paths]
+
+
+FAST = ["--steps", "3", "--res", "32", "--grid", "32", "--texture-size", "64", "--faces", "1000", "--quiet"]
+
+
+def test_reconstruct_optimize_end_to_end_and_reexport(tmp_path, capsys):
+    views = _disc_views(tmp_path)
+    out = tmp_path / "asset"
+    code, stdout, err = run(["reconstruct", *views, "--optimize", *FAST, "-o", str(out)], capsys)
+    assert code == 0, err
+    assert {"model.glb", "views.png", "reconstruction", "meta.json"} <= {p.name for p in out.iterdir()}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["method"] == "optimize" and meta["optimize"]["steps"] == 3 and meta["optimize"]["resolution"] == 32
+    assert meta["timings_s"]["optimize_s"] > 0 and len(meta["loss_history"]) >= 2
+    reexport = ["export", str(out), "--grid", "32", "--texture-size", "64", "-o", str(tmp_path / "re.glb")]
+    code, stdout, err = run(reexport, capsys)
+    assert code == 0, err
+    assert (tmp_path / "re.glb").stat().st_size > 0
+
+
+def test_reconstruct_optimize_with_cameras(tmp_path, capsys):
+    from fourview.cameras import Camera
+
+    views = _disc_views(tmp_path, n=3)
+    cams = [Camera(0.0, 20.0), Camera(120.0, -10.0), Camera(240.0, 50.0)]
+    frames = [{"image": f"v{i}.png", "kind": "random", **c.to_json(32)} for i, c in enumerate(cams)]
+    (tmp_path / "cameras.json").write_text(json.dumps({"frames": frames}))
+    out = tmp_path / "asset"
+    code, _, err = run(["reconstruct", *views, "--optimize", "--cameras", str(tmp_path / "cameras.json"), *FAST,
+                        "-o", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((out / "meta.json").read_text())["views"] == ["v0.png", "v1.png", "v2.png"]
+
+
+@pytest.mark.parametrize("case, needle", [("opaque", "fully opaque"), ("no_optimize", "need --optimize"),
+                                          ("camera_size", "do not match"), ("steps", "--steps")])  # fmt: skip
+def test_reconstruct_optimize_bad_input_is_one_line_exit_2(case, needle, tmp_path, capsys):
+    from fourview.cameras import Camera
+
+    views = _disc_views(tmp_path, opaque=case == "opaque")
+    frames = [{"image": f"v{i}.png", "kind": "rig", **Camera(90.0 * i, 20.0).to_json(64)} for i in range(4)]
+    (tmp_path / "cameras.json").write_text(json.dumps({"frames": frames}))
+    extra = {
+        "opaque": ["--optimize"],
+        "no_optimize": ["--steps", "3"],
+        "camera_size": ["--optimize", "--cameras", str(tmp_path / "cameras.json")],
+        "steps": ["--optimize", "--steps", "0"],
+    }[case]
+    out = tmp_path / "asset"
+    code, _, err = run(["reconstruct", *views, *extra, "--quiet", "-o", str(out)], capsys)
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_reconstruct_optimize_refines_the_demo_reconstructor(tmp_path, capsys):
+    views = _disc_views(tmp_path, res=64)
+    out = tmp_path / "asset"
+    fast = ["--steps", "2", "--grid", "32", "--texture-size", "64", "--faces", "1000", "--quiet"]
+    code, _, err = run(["reconstruct", *views, "--optimize", "--recon", "demo", *fast, "-o", str(out)], capsys)
+    assert code == 0, err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["method"] == "refine" and meta["recon"] == "demo" and meta["refine"]["steps"] == 2
+    assert (out / "reconstruction" / "field.safetensors").is_file()

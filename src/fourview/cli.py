@@ -252,7 +252,11 @@ def _export_overrides(face_budget, texture_size, grid_resolution, method, vertex
 @click.argument("views", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--elevation", type=float, default=20.0, show_default=True, help="Elevation of the input rig, degrees.")
-@click.option("--recon", default="demo", show_default=True, help="Reconstructor: 'demo', a folder or a hub id.")
+@click.option(
+    "--recon",
+    default=None,
+    help="Reconstructor: 'demo' (default), a folder or a hub id; with --optimize, refine its prediction.",
+)
 @click.option(
     "--turntable",
     "turntable_frames",
@@ -262,24 +266,118 @@ def _export_overrides(face_budget, texture_size, grid_resolution, method, vertex
     help="Frames of turntable.gif (0: none).",
 )
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--optimize", is_flag=True, help="Fit a field to the views per object (no trained weights needed).")
+@click.option(
+    "--cameras",
+    "cameras_json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --optimize: cameras.json (dataset renderer format) describing VIEWS, any number of them.",
+)
+@click.option("--steps", type=int, help="With --optimize: optimisation steps (default 600; refinement 150).")
+@click.option("--res", "loss_res", type=int, help="With --optimize: side of the images the losses see (default 128).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @_export_options
-def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, face_budget, texture_size,
-                grid_resolution, method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
-    """Four views (az 0, 90, 180, 270) or one 2x2 grid image -> DIR/model.glb, views.png, meta.json."""
-    from fourview.pipeline import ReconstructSettings, reconstruct_views
+def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, optimize, cameras_json, steps, loss_res,
+                quiet, face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic,
+                formats) -> None:  # fmt: skip
+    """Four views (az 0, 90, 180, 270) or one 2x2 grid image -> DIR/model.glb, views.png, meta.json.
+
+    With --optimize, a triplane SDF + colour field is fitted to the views (or, with --recon, the
+    reconstructor's prediction is refined on them); --cameras takes any number of posed views.
+    """
+    from fourview.pipeline import ReconstructSettings, optimize_views, reconstruct_views
     from fourview.views import load_views
 
     if not -90.0 <= elevation <= 90.0:
         raise InputError(f"--elevation must be in [-90, 90] degrees, got {elevation}")
     if turntable_frames < 0:
         raise InputError(f"--turntable must be >= 0, got {turntable_frames}")
+    if not optimize and (cameras_json is not None or steps is not None or loss_res is not None):
+        raise InputError("--cameras, --steps and --res need --optimize")
     overrides = _export_overrides(
         face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
     )
-    rgba = load_views(list(views))
     settings = ReconstructSettings(elevation, overrides, tuple(formats), turntable_frames, device=device)
-    result = reconstruct_views(rgba, out_dir, recon, settings, extra_meta={"inputs": [str(v) for v in views]})
+    meta = {"inputs": [str(v) for v in views]}
+    if not optimize:
+        rgba = load_views(list(views))
+        result = reconstruct_views(rgba, out_dir, recon or "demo", settings, extra_meta=meta)
+        click.echo(f"wrote {', '.join(p.name for p in result.files)} to {out_dir}")
+        return
+    from dataclasses import replace
+
+    from fourview.recon.optimize import OptimizeConfig, RefineConfig, camera_view_set, rig_view_set
+
+    if steps is not None and steps < (0 if recon else 1):
+        raise InputError(f"--steps must be >= 1, got {steps}")
+    if cameras_json is not None:
+        if recon is not None:
+            raise InputError("--recon refines the prediction for the 4 rig views; it does not take --cameras")
+        view_set = camera_view_set(list(views), cameras_json)
+    else:
+        view_set = rig_view_set(load_views(list(views)), elevation)
+    changes = {k: v for k, v in (("steps", steps), ("resolution", loss_res)) if v is not None}
+    try:
+        opt_cfg, refine_cfg = (
+            (None, replace(RefineConfig(), **changes)) if recon else (replace(OptimizeConfig(), **changes), None)
+        )
+    except InputError as e:
+        raise InputError(f"bad --steps/--res: {e}") from None
+    result = optimize_views(view_set, out_dir, settings, recon, opt_cfg, refine_cfg, progress=not quiet,
+                            extra_meta=meta)  # fmt: skip
     click.echo(f"wrote {', '.join(p.name for p in result.files)} to {out_dir}")
+
+
+@cli.command("generate")
+@click.argument("prompt")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler (same seed, same asset).")
+@click.option("--steps", type=int, help="Sampler steps [default: 30; 4 with --student].")
+@click.option("--guidance", type=float, help="Classifier-free guidance weight [default: 5; 1 with --student].")
+@click.option("--negative", "negative_prompt", help="Negative prompt.")
+@click.option(
+    "--image",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Photo for the front view (RGBA, or RGB on a plain backdrop).",
+)
+@click.option("--mvgen", default="demo", show_default=True, help="Generator: 'demo', a diffusers folder or a hub id.")
+@click.option("--lora", help="LoRA weights for the generator (diffusers format).")
+@click.option("--student", help="Few-step student: 'demo' or a folder from 'fourview train mvgen-lcm'.")
+@click.option("--recon", default="demo", show_default=True, help="Reconstructor: 'demo', a folder or a hub id.")
+@click.option("--size", type=int, help="Grid side in pixels, a multiple of 16 (default: the generator's own).")
+@click.option("--blob-sigma", type=float, default=0.17, show_default=True, help="Start blob width (fraction of view).")
+@click.option("--blob-strength", type=float, default=1.0, show_default=True, help="Start strength; 1 = pure noise.")
+@click.option("--elevation", type=float, default=20.0, show_default=True, help="Elevation of the rig, degrees.")
+@click.option(
+    "--turntable", "turntable_frames", type=int, default=24, show_default=True, help="turntable.gif frames (0: none)."
+)
+@click.option("--device", default="cpu", show_default=True)
+@_export_options
+def generate(prompt, out_dir, seed, steps, guidance, negative_prompt, image, mvgen, lora, student, recon, size,
+             blob_sigma, blob_strength, elevation, turntable_frames, device, face_budget, texture_size,
+             grid_resolution, method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
+    """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
+    import diffusers
+    import transformers
+
+    from fourview.pipeline import GenerateSettings, generate_asset
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    overrides = _export_overrides(
+        face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
+    )
+    settings = GenerateSettings(
+        seed=seed, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, size=size,
+        blob_sigma=blob_sigma, blob_strength=blob_strength, elevation_deg=elevation, export_overrides=overrides,
+        formats=tuple(formats), turntable_frames=turntable_frames, device=device, lora=lora, student=student,
+    )  # fmt: skip
+    result = generate_asset(prompt, out_dir, mvgen, recon, image, settings)
+    t = result.timings
+    click.echo(
+        f"wrote {', '.join(p.name for p in result.files)} to {out_dir} in {t['total_s']:.1f} s "
+        f"(views {t['mvgen_s']:.1f} s), peak memory {result.peak_memory_mb:.0f} MB"
+    )
 
 
 @cli.command("export")
@@ -429,6 +527,47 @@ def train_recon(**kwargs) -> None:
     result = run(TrainConfig(**kwargs))
     val = "" if result.val is None else f"; validation {result.val}"
     click.echo(f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}{val}")
+
+
+def _train_mvgen_config():
+    from fourview.mvgen.train import MVGenTrainConfig
+
+    return MVGenTrainConfig
+
+
+@train.command("mvgen", context_settings={"max_content_width": 119})
+@_dataclass_options(_train_mvgen_config(), required=("data", "out"))
+def train_mvgen(**kwargs) -> None:
+    """Train the multi-view generator (SDXL 2x2 grids): LoRA or full fine-tune of --init, or --from-scratch."""
+    from fourview.mvgen.train import MVGenTrainConfig
+    from fourview.mvgen.train import train as run
+
+    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
+    result = run(MVGenTrainConfig(**kwargs))
+    click.echo(
+        f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
+        f"{result.eval_loss_start:.4f} -> {result.eval_loss_end:.4f}; weights {result.weights}"
+    )
+
+
+def _train_mvgen_lcm_config():
+    from fourview.mvgen.distill import LCMDistillConfig
+
+    return LCMDistillConfig
+
+
+@train.command("mvgen-lcm", context_settings={"max_content_width": 119})
+@_dataclass_options(_train_mvgen_lcm_config(), required=("teacher", "data", "out"))
+def train_mvgen_lcm(**kwargs) -> None:
+    """Distil the generator into a few-step student (LCM-LoRA; sample it with LCMScheduler, ~4 steps, guidance 1)."""
+    from fourview.mvgen.distill import LCMDistillConfig, distill_lcm
+
+    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
+    result = distill_lcm(LCMDistillConfig(**kwargs))
+    click.echo(
+        f"distilled {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
+        f"{result.eval_loss_start:.5f} -> {result.eval_loss_end:.5f}; student {result.weights}"
+    )
 
 
 def _object_list(items: tuple[str, ...]) -> list[Path]:

@@ -1,10 +1,11 @@
 """The end-to-end jobs behind the commands: four views -> reconstruction -> exported files.
 
-`reconstruct_views` runs stage 2 and the export stage on four rig views and writes, into one
-output folder, atomically (everything appears at the end, or nothing does):
+`reconstruct_views` runs stage 2 and the export stage on four rig views (`optimize_views`
+fits or refines a field on posed views per object instead, `fourview.recon.optimize`) and writes,
+into one output folder, atomically (everything appears at the end, or nothing does):
 
     model.glb            textured mesh in the object frame (+Y up), PBR material
-    views.png            the input views as a 2x2 grid on white
+    views.png            the input views as a 2x2 grid on white (other view counts: rows of four)
     reconstruction/      the triplanes and decoder (`fourview export` re-exports from it)
     turntable.gif        optional orbit preview
     meta.json            settings, model id, counts, time per stage, peak memory
@@ -42,6 +43,15 @@ def export_preset(size: str) -> ExportConfig:
     if size == "full":
         return ExportConfig()
     raise InputError(f"unknown export preset {size!r}; expected 'demo' or 'full'")
+
+
+def optimize_export_config() -> ExportConfig:
+    """Export settings for a per-object optimised field (`fourview reconstruct --optimize`).
+
+    Finer than the ``demo`` preset: the optimised field holds detail at the views' resolution
+    (128 px by default), which a 128^3 grid and a 256 px texture would blur.
+    """
+    return ExportConfig(resolution=160, face_budget=40_000, texture_size=512)
 
 
 def resolve_recon(name_or_path: str) -> str:
@@ -112,7 +122,6 @@ def reconstruct_views(
         InputError: bad views, weights that cannot be loaded, a field without a surface.
     """
     from fourview.recon.model import Reconstructor
-    from fourview.recon.saved_field import save_field
 
     if views.ndim != 4 or views.shape[0] != 4 or views.shape[-1] not in (3, 4):
         raise InputError(f"expected views [4, H, W, 3|4], got {tuple(views.shape)}")
@@ -134,6 +143,35 @@ def reconstruct_views(
     field_ = model.field(planes, 0)
     timings["reconstruct_s"] = time.perf_counter() - t0
 
+    rgb = composite_on_white(views) if views.shape[-1] == 4 else views
+    job_meta = {"recon": recon, "recon_path": recon_path, "elevation_deg": settings.elevation_deg}
+    return _write_asset_folder(
+        out, field_, cfg, grid_image(rgb), export_cfg, settings, {"recon": recon}, job_meta, extra_meta, timings
+    )
+
+
+def _write_asset_folder(
+    out: Path,
+    field_,
+    config,
+    views_image: np.ndarray,
+    export_cfg: ExportConfig,
+    settings: ReconstructSettings,
+    field_meta: dict,
+    job_meta: dict,
+    extra_meta: dict | None,
+    timings: dict[str, float],
+) -> ReconstructResult:
+    """Export ``field_`` and write the asset folder ``out`` atomically (see the module docstring).
+
+    Args:
+        views_image: [H, W, 3] the input views on white (``views.png``).
+        config: the `ReconConfig` saved with the field in ``reconstruction/``.
+        field_meta: metadata stored in the saved field.
+        job_meta: the job's own entries at the top of ``meta.json``.
+    """
+    from fourview.recon.saved_field import save_field
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -142,9 +180,8 @@ def reconstruct_views(
         with torch.no_grad():
             exported = export_field(field_, [tmp / n for n in names], export_cfg)
         timings["export_s"] = time.perf_counter() - t0
-        rgb = composite_on_white(views) if views.shape[-1] == 4 else views
-        write_png(tmp / "views.png", grid_image(rgb))
-        save_field(tmp / "reconstruction", field_, cfg, {"recon": recon})
+        write_png(tmp / "views.png", views_image)
+        save_field(tmp / "reconstruction", field_, config, field_meta)
         if settings.turntable_frames > 0:
             from fourview.data.assets import load_asset
             from fourview.export.preview import orbit_cameras, render_frames, write_turntable
@@ -156,9 +193,7 @@ def reconstruct_views(
             timings["turntable_s"] = time.perf_counter() - t0
         meta = {
             "fourview_version": fourview.__version__,
-            "recon": recon,
-            "recon_path": recon_path,
-            "elevation_deg": settings.elevation_deg,
+            **job_meta,
             "export": asdict(export_cfg),
             "mesh": {
                 "vertices": exported.num_verts,
@@ -177,6 +212,84 @@ def reconstruct_views(
     return ReconstructResult(out_dir=out, files=files, export=exported, timings=timings)
 
 
+def optimize_views(
+    views,
+    out_dir: str | os.PathLike,
+    settings: ReconstructSettings = ReconstructSettings(),
+    recon: str | None = None,
+    optimize=None,
+    refine=None,
+    progress: bool = False,
+    extra_meta: dict | None = None,
+) -> ReconstructResult:
+    """Per-object optimisation (`fourview.recon.optimize`) on posed views, then the same asset folder.
+
+    Without ``recon`` a triplane SDF + colour field is fitted from a start shape; with ``recon``
+    the reconstructor's prediction for the four rig views is refined on them.
+
+    Args:
+        views: a `fourview.recon.optimize.ViewSet` (the rig views, or images with a cameras.json).
+        out_dir: output folder, written as `reconstruct_views` writes it.
+        settings: export, formats, turntable (``elevation_deg`` is the rig's for refinement).
+        recon: None to fit from scratch; else ``demo``, a folder or a hub id to refine.
+        optimize: `fourview.recon.optimize.OptimizeConfig` (default when None).
+        refine: `fourview.recon.optimize.RefineConfig` (default when None).
+        progress: progress bar with the loss.
+        extra_meta: more entries for ``meta.json``.
+
+    Raises:
+        InputError: views that cannot be fitted, weights that cannot be loaded, a field without a surface.
+    """
+    from dataclasses import asdict as _asdict
+
+    from fourview.recon.optimize import OptimizeConfig, RefineConfig, optimize_field, refine_reconstruction
+
+    timings: dict[str, float] = {}
+    out = Path(out_dir)
+    if recon is None:
+        cfg = optimize or OptimizeConfig()
+        result = optimize_field(views, cfg, progress=progress)
+        export_cfg = replace(optimize_export_config(), **{**settings.export_overrides, "device": settings.device})
+        job_meta = {"method": "optimize", "recon": None, "optimize": _asdict(cfg)}
+    else:
+        from fourview.recon.model import Reconstructor
+
+        cfg = refine or RefineConfig()
+        t0 = time.perf_counter()
+        recon_path = resolve_recon(recon)
+        model = Reconstructor.from_pretrained(recon_path, device=settings.device).eval()
+        timings["load_recon_s"] = time.perf_counter() - t0
+        result = refine_reconstruction(model, views, settings.elevation_deg, cfg, progress=progress)
+        preset = export_preset("demo" if model.config.unet.resolution <= 64 else "full")
+        export_cfg = replace(preset, **{**settings.export_overrides, "device": settings.device})
+        job_meta = {"method": "refine", "recon": recon, "recon_path": recon_path, "refine": _asdict(cfg)}
+    timings["optimize_s"] = result.time_s
+    job_meta.update(
+        elevation_deg=settings.elevation_deg,
+        views=list(views.names),
+        final_loss=result.final_loss,
+        loss_history=result.history,
+    )
+    return _write_asset_folder(
+        out, result.field, result.config, _views_sheet(composite_on_white(views.images)), export_cfg, settings,
+        {"method": job_meta["method"], "recon": recon}, job_meta, extra_meta, timings,
+    )  # fmt: skip
+
+
+def _views_sheet(rgb: np.ndarray) -> np.ndarray:
+    """[N, H, W, 3] views -> one image: the 2x2 grid for four views, else rows of up to four."""
+    if len(rgb) == 4:
+        return grid_image(rgb)
+    cols = min(4, len(rgb))
+    rows = -(-len(rgb) // cols)
+    h, w = rgb.shape[1:3]
+    sheet = np.ones((rows * h, cols * w, 3), np.float32)
+    for i, img in enumerate(rgb):
+        r, c = divmod(i, cols)
+        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
+    return sheet
+
+
 def _move_into(src: Path, dst: Path) -> list[Path]:
     """Move every entry of ``src`` into ``dst`` (replacing same-named ones); returns the new paths."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -188,3 +301,186 @@ def _move_into(src: Path, dst: Path) -> list[Path]:
         os.replace(entry, target)
         moved.append(target)
     return moved
+
+
+# -------------------------------------------------------------------------------------------------
+# generate: text (or a photo) -> four views (stage 1) -> reconstruction and export (stage 2)
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Settings of `generate_asset` (stage 1 sampling, then `ReconstructSettings` for stage 2).
+
+    Attributes:
+        seed: seed of the sampler's noise (the same seed gives the same asset).
+        steps: sampler steps of the full schedule; None: the generator's recommendation
+            (`MultiViewPipeline.sampling_defaults`: 30, or the student's 4).
+        guidance_scale: classifier-free guidance weight; None: the recommendation (5, or the student's 1).
+        negative_prompt: what to steer away from, or None.
+        size: grid side in pixels (a multiple of 16); the generator's own when None.
+        blob_sigma: width of the Gaussian start blobs, fraction of the cell side.
+        blob_strength: start strength in (0, 1]; 1 = pure noise (blob start off).
+        elevation_deg: elevation of the generated rig, degrees (the generator draws the rig it was
+            trained on, 20 degrees for the demo; this tells the reconstructor).
+        export_overrides: `ExportConfig` fields to change (see `ReconstructSettings`).
+        formats: files to write besides the GLB (``obj``, ``ply``).
+        turntable_frames: frames of ``turntable.gif`` (0: none).
+        preview_resolution: side of the turntable frames, pixels.
+        device: torch device of both models.
+        lora: LoRA weights for the generator, or None.
+        student: few-step student for the generator (``demo`` or a folder), or None.
+    """
+
+    seed: int = 0
+    steps: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+    size: int | None = None
+    blob_sigma: float = 0.17
+    blob_strength: float = 1.0
+    elevation_deg: float = DEFAULT_ELEVATION_DEG
+    export_overrides: dict = field(default_factory=dict)
+    formats: tuple[str, ...] = ()
+    turntable_frames: int = 24
+    preview_resolution: int = 192
+    device: str = "cpu"
+    lora: str | None = None
+    student: str | None = None
+
+
+@dataclass
+class GenerateResult:
+    """What `generate_asset` wrote and measured.
+
+    Attributes:
+        out_dir: the asset folder.
+        files: paths written into it.
+        grid: [S, S, 3] float32, the generated 2x2 grid (RGB on white).
+        views: [4, S / 2, S / 2, 4] float32 RGBA views given to the reconstructor.
+        timings: seconds per stage (load_mvgen_s, mvgen_s, load_recon_s, reconstruct_s, export_s,
+            turntable_s) and total_s.
+        peak_memory_mb: peak resident memory of the process, MB.
+    """
+
+    out_dir: Path
+    files: list[Path]
+    grid: np.ndarray
+    views: np.ndarray
+    timings: dict[str, float]
+    peak_memory_mb: float
+
+
+def generate_asset(
+    prompt: str,
+    out_dir: str | os.PathLike,
+    mvgen: str | fourview.mvgen.pipeline.MultiViewPipeline = "demo",
+    recon: str = "demo",
+    image: str | os.PathLike | np.ndarray | None = None,
+    settings: GenerateSettings = GenerateSettings(),
+) -> GenerateResult:
+    """Text (or a photo and text) to a textured mesh: the job behind ``fourview generate``.
+
+    Stage 1 draws the 2x2 grid of the rig views (`fourview.mvgen.pipeline.MultiViewPipeline`),
+    its white background becomes alpha, and `reconstruct_views` runs stage 2 and the export. The
+    output folder gets ``model.glb``, ``views.png`` (the generated views on white),
+    ``turntable.gif`` (unless ``turntable_frames`` is 0), ``reconstruction/`` and ``meta.json``
+    (prompt, seed, steps, model ids, time per stage, peak memory). Everything is checked before
+    any model runs, and the folder is written atomically: on an error nothing is left behind.
+
+    Args:
+        prompt: the object to make.
+        out_dir: output folder.
+        mvgen: ``demo``, a diffusers folder, a hub id, or a loaded `MultiViewPipeline`.
+        recon: ``demo``, a reconstructor folder, or a hub id.
+        image: a photo (file or [H, W, 3|4] array in [0, 1]) for the front view, or None.
+        settings: see `GenerateSettings`.
+
+    Raises:
+        InputError: an empty or overlong prompt, weights that cannot be found or loaded, a bad
+            grid size or setting, an unreadable photo, an output path that is a file.
+    """
+    from fourview.images import read_rgba
+    from fourview.mvgen.blobs import check_strength
+    from fourview.mvgen.pipeline import MultiViewPipeline
+    from fourview.recon.loading import CONFIG_NAME, resolve_pretrained
+
+    t_start = time.perf_counter()
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("prompt is empty; describe the object, e.g. 'a red mug'")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output folder is a file: {out}")
+    s = settings
+    if s.size is not None and (s.size <= 0 or s.size % 16):
+        raise InputError(f"grid size must be a positive multiple of 16 pixels, got {s.size}")
+    if s.steps is not None:
+        if s.steps < 1:
+            raise InputError(f"steps must be >= 1, got {s.steps}")
+        check_strength(s.blob_strength, s.steps)
+    elif not 0.0 < s.blob_strength <= 1.0:
+        check_strength(s.blob_strength, 1)
+    if not -90.0 <= s.elevation_deg <= 90.0:
+        raise InputError(f"elevation must be in [-90, 90] degrees, got {s.elevation_deg}")
+    if s.turntable_frames < 0:
+        raise InputError(f"turntable frames must be >= 0, got {s.turntable_frames}")
+    photo = read_rgba(image) if isinstance(image, (str, os.PathLike)) else image
+    recon_folder = resolve_pretrained(resolve_recon(recon))  # fail on a bad reconstructor before sampling
+    if not (recon_folder / CONFIG_NAME).is_file():
+        raise InputError(f"reconstructor folder has no {CONFIG_NAME}: {recon_folder}")
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if isinstance(mvgen, MultiViewPipeline):
+        pipe = mvgen
+    else:
+        pipe = MultiViewPipeline.from_pretrained(
+            str(mvgen), lora=s.lora, student=s.student, device=s.device
+        )  # fmt: skip
+    timings["load_mvgen_s"] = time.perf_counter() - t0
+    default_steps, default_guidance = pipe.sampling_defaults()
+    steps = default_steps if s.steps is None else s.steps
+    guidance = default_guidance if s.guidance_scale is None else s.guidance_scale
+    t0 = time.perf_counter()
+    result = pipe(
+        prompt,
+        negative_prompt=s.negative_prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        seed=s.seed,
+        size=s.size,
+        blob_sigma=s.blob_sigma,
+        blob_strength=s.blob_strength,
+        image=photo,
+    )
+    timings["mvgen_s"] = time.perf_counter() - t0
+    views = result.views[0]  # [4, h, w, 4]
+    meta = {
+        "prompt": prompt,
+        "negative_prompt": s.negative_prompt,
+        "seed": s.seed,
+        "steps": steps,
+        "guidance_scale": guidance,
+        "grid_size": int(result.grids.shape[1]),
+        "blob_sigma": s.blob_sigma,
+        "blob_strength": s.blob_strength,
+        "mvgen": pipe.name,
+        "mvgen_lora": s.lora,
+        "mvgen_student": pipe.student,
+        "mvgen_attention": pipe.attention,
+        "image": str(image) if isinstance(image, (str, os.PathLike)) else ("array" if image is not None else None),
+        "peak_memory_after_mvgen_mb": peak_memory_mb(),
+    }
+    recon_settings = ReconstructSettings(
+        elevation_deg=s.elevation_deg,
+        export_overrides=dict(s.export_overrides),
+        formats=tuple(s.formats),
+        turntable_frames=s.turntable_frames,
+        preview_resolution=s.preview_resolution,
+        device=s.device,
+    )
+    rec = reconstruct_views(views, out, recon, recon_settings, extra_meta=meta, timings=timings)
+    timings = {**timings, **rec.timings, "total_s": time.perf_counter() - t_start}
+    return GenerateResult(
+        out_dir=out, files=rec.files, grid=result.grids[0], views=views, timings=timings,
+        peak_memory_mb=peak_memory_mb(),
+    )  # fmt: skip

@@ -1,0 +1,232 @@
+"""Per-object optimisation (`fourview reconstruct --optimize`) against a plain visual hull, on real objects.
+
+Protocol (issue 6): for each object of ``shared/data/objects`` (normalised, up axes from
+``objects.json``), the inputs are the four rig views at elevation 20 rendered as ``fourview data
+render --albedo`` renders them (unlit albedo, 3x3 supersampled, ``--input-res`` pixels). The
+reconstruction is exported as ``fourview reconstruct`` exports it (GLB through the export stage)
+and rendered by the same renderer at the novel views azimuth 45/135/225/315 x elevation 0/20/40;
+against the ground truth's renders on white: PSNR and SSIM at 128 and 512 pixels; Chamfer
+distance (mean of both directions of the nearest-neighbour distance) and F-score at 0.1 on 10k
+surface points, object frame. The reference baseline, computed in the same run, is the visual
+hull (128^3 grid) with colours projected from the views. Timings are per object, with the load
+average beside them (the machine is shared).
+
+    python benchmarks/bench_optimize.py --objects ../shared/data/objects --json /tmp/bench_optimize.json
+
+With ``--refine-data data/render_val`` it measures refinement instead (``reconstruct --optimize
+--recon demo``): the demo reconstructor's exported mesh before and after refinement on its four
+input views, on held-out synthetic objects, scored on their random frames as `bench_recon.py` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fourview.cameras import Camera, orthogonal_rig
+from fourview.data.assets import load_asset
+from fourview.data.dataset_renderer import resolve_inputs
+from fourview.export.extract import export_field
+from fourview.images import composite_on_white
+from fourview.mesh import MeshAsset
+from fourview.pipeline import optimize_export_config
+from fourview.recon.losses import psnr, ssim
+from fourview.recon.optimize import OptimizeConfig, ViewSet, optimize_field, rig_view_set
+from fourview.recon.visual_hull import HullField
+from fourview.render.mesh_renderer import Lighting, MeshRenderer
+
+NOVEL = [Camera(az, el) for el in (0.0, 20.0, 40.0) for az in (45.0, 135.0, 225.0, 315.0)]
+SCORE_RES = (128, 512)
+
+
+def render(asset: MeshAsset, cams: list[Camera], res: int) -> np.ndarray:
+    """[V, res, res, 4] albedo renders, 3x3 supersampled (as `fourview data render --albedo`)."""
+    r = MeshRenderer(asset)
+    return np.stack([r.render(c, res, Lighting(albedo=True), supersample=3).rgba for c in cams])
+
+
+def surface_points(asset: MeshAsset, n: int = 10_000, seed: int = 0) -> np.ndarray:
+    import trimesh
+
+    verts, faces, off = [], [], 0
+    for p in asset.parts:
+        verts.append(p.verts)
+        faces.append(p.faces + off)
+        off += len(p.verts)
+    mesh = trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
+    pts, _ = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return pts.astype(np.float64)
+
+
+def geometry_scores(pred: np.ndarray, gt: np.ndarray, tau: float = 0.1) -> dict[str, float]:
+    from scipy.spatial import cKDTree
+
+    d_pg = cKDTree(gt).query(pred)[0]
+    d_gp = cKDTree(pred).query(gt)[0]
+    precision, recall = float((d_pg < tau).mean()), float((d_gp < tau).mean())
+    f = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return {"chamfer": float(0.5 * (d_pg.mean() + d_gp.mean())), "fscore": f}
+
+
+def image_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    a = torch.from_numpy(composite_on_white(pred)).permute(0, 3, 1, 2)
+    b = torch.from_numpy(composite_on_white(gt)).permute(0, 3, 1, 2)
+    return float(psnr(a, b).mean()), float(ssim(a, b).mean())
+
+
+def score_field(field, export_cfg, gt: dict, tmp: Path, name: str) -> dict:
+    path = tmp / f"{name}.glb"
+    with torch.no_grad():
+        export_field(field, path, export_cfg)
+    asset = load_asset(path, normalize=False)
+    row = {}
+    for res in SCORE_RES:
+        row[f"psnr{res}"], row[f"ssim{res}"] = image_scores(render(asset, NOVEL, res), gt[res])
+    row.update(geometry_scores(surface_points(asset, seed=1), gt["points"]))
+    return row
+
+
+def prepare(source, input_res: int, cache: Path | None) -> dict:
+    """Inputs, ground-truth novel views and surface points of one object (cached as .npz)."""
+    file = None if cache is None else cache / f"{source.name}_{input_res}.npz"
+    if file is not None and file.is_file():
+        d = np.load(file)
+        return {"views": d["views"], 128: d["gt128"], 512: d["gt512"], "points": d["points"]}
+    asset = load_asset(source.path, up_axis=source.up_axis, normalize=True, name=source.name)
+    data = {
+        "views": render(asset, orthogonal_rig(20.0), input_res),
+        128: render(asset, NOVEL, 128),
+        512: render(asset, NOVEL, 512),
+        "points": surface_points(asset),
+    }
+    if file is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(file, views=data["views"], gt128=data[128], gt512=data[512], points=data["points"])
+    return data
+
+
+def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int | None) -> dict:
+    """Mesh-render PSNR/SSIM of the reconstructor's export before and after refinement on its views.
+
+    Objects: the first ``count`` ``synth_heldout_*`` folders of ``data`` (as `bench_recon.py`
+    reads them: rig views in, ``frames`` random frames as novel views, albedo, on white).
+    """
+    from PIL import Image
+
+    from fourview.pipeline import export_preset, resolve_recon
+    from fourview.recon.model import Reconstructor
+    from fourview.recon.optimize import RefineConfig, refine_reconstruction
+    from fourview.views import load_views, views_to_model_input
+
+    model = Reconstructor.from_pretrained(resolve_recon(recon)).eval()
+    export_cfg = export_preset("demo" if model.config.unet.resolution <= 64 else "full")
+    refine_cfg = RefineConfig() if steps is None else RefineConfig(steps=steps)
+    folders = sorted(
+        p for p in data.iterdir() if p.name.startswith("synth_heldout_") and (p / "cameras.json").is_file()
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        for folder in folders[:count]:
+            meta = json.loads((folder / "cameras.json").read_text())
+            novel = [f for f in meta["frames"] if f["kind"] == "random"][:frames]
+            res = novel[0]["resolution"][0]
+            cams = [Camera(f["azimuth_deg"], f["elevation_deg"], f["radius"], f["fov_deg"]) for f in novel]
+            gt = np.stack(
+                [np.asarray(Image.open(folder / f["image"]).convert("RGBA"), np.float32) / 255 for f in novel]
+            )
+            rig = load_views([folder / "rig" / f"{az:03d}.png" for az in (0, 90, 180, 270)])
+            with torch.no_grad():
+                before = model.field(model(views_to_model_input(rig, model.config.unet.view_resolution), 20.0), 0)
+            t0 = time.perf_counter()
+            after = refine_reconstruction(model, rig_view_set(rig, 20.0), 20.0, refine_cfg)
+            row = {"name": folder.name, "refine_s": time.perf_counter() - t0}
+            for kind, fld in (("before", before), ("after", after.field)):
+                path = tmp / f"{folder.name}_{kind}.glb"
+                with torch.no_grad():
+                    export_field(fld, path, export_cfg)
+                pred = render(load_asset(path, normalize=False), cams, res)
+                row[f"{kind}_psnr"], row[f"{kind}_ssim"] = image_scores(pred, gt)
+            rows.append(row)
+            before = f"before {row['before_psnr']:.2f} dB {row['before_ssim']:.3f}"
+            after = f"after {row['after_psnr']:.2f} dB {row['after_ssim']:.3f}"
+            print(f"{folder.name:28s} {before}  {after}  {row['refine_s']:.0f}s", flush=True)
+    keys = ("before_psnr", "before_ssim", "after_psnr", "after_ssim", "refine_s")
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    print(json.dumps({"refine": str(refine_cfg), "objects": len(rows), "load_avg": os.getloadavg()[0],
+                      "summary": summary}, indent=1))  # fmt: skip
+    return {"rows": rows, "summary": summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objects", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "objects"))
+    ap.add_argument("--only", nargs="*", help="object names to run (default: all)")
+    ap.add_argument("--input-res", type=int, default=512, help="side of the rendered input views")
+    ap.add_argument("--steps", type=int, default=None, help="optimisation steps (default: OptimizeConfig's)")
+    ap.add_argument("--res", type=int, default=None, help="loss resolution (default: OptimizeConfig's)")
+    ap.add_argument("--methods", nargs="*", default=["hull", "ours"], choices=["hull", "ours"])
+    ap.add_argument("--cache", default="/tmp/fourview_bench_optimize", help="cache of inputs and ground truth")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--json", help="write per-object rows and the summary here")
+    ap.add_argument("--refine-data", help="instead: refinement before/after on synth_heldout_* folders of this")
+    ap.add_argument("--recon", default="demo", help="reconstructor refined with --refine-data")
+    ap.add_argument("--count", type=int, default=12, help="objects of --refine-data")
+    ap.add_argument("--frames", type=int, default=8, help="novel frames per object of --refine-data")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.refine_data:
+        out = refine_benchmark(Path(args.refine_data), args.recon, args.count, args.frames, args.steps)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        return
+
+    sources = resolve_inputs([], objects_json=str(Path(args.objects) / "objects.json"))
+    if args.only:
+        sources = [s for s in sources if s.name in args.only]
+    cfg = OptimizeConfig()
+    cfg = replace(cfg, **{k: v for k, v in (("steps", args.steps), ("resolution", args.res)) if v is not None})
+    export_cfg = optimize_export_config()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        for source in sources:
+            data = prepare(source, args.input_res, Path(args.cache) if args.cache else None)
+            views: ViewSet = rig_view_set(data["views"], 20.0)
+            row = {"name": source.name}
+            if "hull" in args.methods:
+                t0 = time.perf_counter()
+                hull = HullField.from_views(views.images, views.c2w, views.fov_deg, resolution=128)
+                row["hull"] = score_field(hull, export_cfg, data, tmp, f"{source.name}_hull")
+                row["hull"]["time_s"] = time.perf_counter() - t0
+            if "ours" in args.methods:
+                t0 = time.perf_counter()
+                result = optimize_field(views, cfg, progress=False)
+                t_opt = time.perf_counter() - t0
+                row["ours"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours")
+                row["ours"].update(time_s=time.perf_counter() - t0, optimize_s=t_opt, load=os.getloadavg()[0])
+            rows.append(row)
+            line = f"{source.name:32s}"
+            for m in args.methods:
+                r = row[m]
+                line += (f" | {m} {r['psnr128']:.2f} dB {r['ssim128']:.3f} / {r['psnr512']:.2f} dB {r['ssim512']:.3f}"
+                         f" CD {r['chamfer']:.4f} F {r['fscore']:.3f} {r['time_s']:.0f}s")  # fmt: skip
+            print(line + f" (load {os.getloadavg()[0]:.1f})", flush=True)
+    summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in args.methods if rows}
+    print(json.dumps({"objects": len(rows), "input_res": args.input_res, "config": str(cfg), "summary": summary},
+                     indent=1))  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary, "config": str(cfg)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
