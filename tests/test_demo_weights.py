@@ -5,7 +5,6 @@ The red mug is a held-out (shape, colour) combination: the demo model never saw 
 
 import json
 
-import numpy as np
 import pytest
 
 from fourview.cameras import orthogonal_rig
