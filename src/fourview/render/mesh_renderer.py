@@ -14,6 +14,12 @@ Shading happens in linear RGB and is written back as sRGB (docs/conventions.md):
 
 ``Lighting(albedo=True)`` skips shading: colour = albedo. Surfaces are lit from whichever side
 faces the camera (thin sheets render from both sides).
+
+On the CPU, everything after rasterisation (interpolation, texture lookups, shading, the
+supersample average) runs in one single-threaded numba kernel (`_shade_image`, compiled on first
+use and cached on disk) over the covered samples; it follows the torch code of
+`MeshRenderer.render_torch` (used for CUDA tensors) operation by operation in float32, and agrees
+with it to a few float32 ulps (transcendental functions round differently).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
 
 from fourview.cameras import Camera
 from fourview.mesh import MeshAsset, srgb_to_linear
@@ -163,6 +170,23 @@ class MeshRenderer:
             None if m.texture is None else torch.from_numpy(srgb_to_linear(m.texture[..., :3]))[None].to(dev)
             for m in mats
         ]  # each [1, Ht, Wt, 3] linear
+        # The CPU kernel's view of the same data (shares memory with the tensors above on the CPU).
+        if self.device.type == "cpu":
+            self._verts_h = F.pad(self.verts, (0, 1), value=1.0)  # [V, 4] homogeneous positions
+            self._np_verts = self.verts.numpy()  # [V, 3]
+            self._np_faces = self.faces.numpy()  # [F, 3] int32
+            self._np_corner_attr = self.corner_attr.numpy()  # [3F, 8]
+            self._np_face_part = self.face_part.numpy()  # [F]
+            self._np_base_color, self._np_metallic = self.base_color.numpy(), self.metallic.numpy()
+            self._np_roughness = self.roughness.numpy()
+            texels = [np.zeros(0, np.float32)] + [t[0].numpy().reshape(-1) for t in self.textures if t is not None]
+            self._np_texels = np.ascontiguousarray(np.concatenate(texels))  # all textures, flat
+            info, offset = np.zeros((len(mats), 3), dtype=np.int64), 0  # [P, 3] (offset, Ht, Wt); Ht 0: none
+            for p, t in enumerate(self.textures):
+                if t is not None:
+                    info[p] = (offset, t.shape[1], t.shape[2])
+                    offset += t[0].numel()
+            self._np_tex_info = info
 
     @torch.no_grad()
     def render(
@@ -183,6 +207,44 @@ class MeshRenderer:
         Returns:
             `RenderOutput` with row 0 at the top of the image.
         """
+        if resolution < 1 or supersample < 1:
+            raise ValueError(f"resolution and supersample must be >= 1, got {resolution}, {supersample}")
+        if self.device.type != "cpu":
+            return self.render_torch(camera, resolution, lighting, supersample)
+        ss = supersample
+        res = resolution * ss
+        mvp = torch.from_numpy(camera.mvp()).float()
+        w2c = torch.from_numpy(camera.w2c()).float()
+        # The same torch products as `render_torch`, so that rasterisation sees the same positions.
+        pos = (self._verts_h @ mvp.T)[None]  # [1, V, 4] clip space
+        rast, _ = rasterize(pos, self.faces, (res, res))  # [1, res, res, 4], row 0 = bottom (nvdiffrast)
+        depth_v = -(self._verts_h @ w2c.T)[:, 2:3].numpy()  # [V, 1] distance along the viewing axis
+        geo_v = np.concatenate([depth_v, self._np_verts], axis=1)  # [V, 4] depth (1), position (3)
+        light = F.normalize(torch.tensor(lighting.direction, dtype=torch.float32), dim=0).numpy()  # [3]
+        scalars = np.array(
+            [lighting.ambient, lighting.directional, lighting.environment, lighting.directional * lighting.specular],
+            dtype=np.float32,
+        )  # as torch casts Python scalars to a float32 tensor's dtype
+        rgba = np.zeros((resolution, resolution, 4), dtype=np.float32)
+        depth = np.zeros((resolution, resolution), dtype=np.float32)
+        normal = np.zeros((resolution, resolution, 3), dtype=np.float32)
+        _shade_image(
+            rast[0].numpy(), self._np_faces, geo_v, self._np_corner_attr, self._np_face_part,
+            self._np_base_color, self._np_metallic, self._np_roughness, self._np_texels, self._np_tex_info,
+            camera.position.astype(np.float32), light, scalars, np.array(SKY_COLOR, np.float32),
+            np.array(GROUND_COLOR, np.float32), lighting.albedo, ss, rgba, depth, normal,
+        )  # fmt: skip
+        return RenderOutput(rgba=rgba, depth=depth, normal=normal)
+
+    @torch.no_grad()
+    def render_torch(
+        self,
+        camera: Camera,
+        resolution: int,
+        lighting: Lighting = Lighting(),
+        supersample: int = 2,
+    ) -> RenderOutput:
+        """`render` in torch ops (any device; CUDA uses nvdiffrast when installed): the reference."""
         if resolution < 1 or supersample < 1:
             raise ValueError(f"resolution and supersample must be >= 1, got {resolution}, {supersample}")
         dev, ss = self.device, supersample
@@ -271,3 +333,143 @@ def _box_downsample(img: torch.Tensor, factor: int) -> torch.Tensor:
         return img
     h, w, c = img.shape
     return img.view(h // factor, factor, w // factor, factor, c).mean(dim=(1, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU kernel: `render_torch` after rasterisation, sample by sample, in float32.
+
+
+@njit(cache=True, nogil=True)
+def _normalize3(x: float, y: float, z: float):
+    """F.normalize of one 3-vector (eps 1e-12), float32."""
+    n = max(np.float32(np.sqrt(x * x + y * y + z * z)), np.float32(1e-12))
+    return x / n, y / n, z / n
+
+
+@njit(cache=True, nogil=True)
+def _texel(texels: np.ndarray, offset: int, tex_w: int, row: int, col: int, ch: int) -> float:
+    return texels[offset + (row * tex_w + col) * 3 + ch]
+
+
+@njit(cache=True, nogil=True)
+def _linear_to_srgb_1(c: float) -> float:
+    if c <= np.float32(0.0031308):
+        return c * np.float32(12.92)
+    return np.float32(1.055) * c ** np.float32(1.0 / 2.4) - np.float32(0.055)
+
+
+@njit(cache=True, nogil=True)
+def _shade_image(
+    rast, faces, geo_v, corner_attr, face_part, base_color, metallic, roughness, texels, tex_info,
+    cam_pos, light, scalars, sky, ground, albedo_only, ss, rgba_out, depth_out, normal_out,
+):  # fmt: skip
+    """Shade the covered samples of ``rast`` and average them into output pixels.
+
+    Args:
+        rast: [R, R, 4] float32 rasteriser output (row 0 at the bottom), R = resolution * ss.
+        faces: [F, 3] int32; geo_v: [V, 4] float32 per-vertex (depth, x, y, z).
+        corner_attr: [3F, 8] float32 per face corner (uv, linear vertex colour, normal).
+        face_part: [F] int64; base_color [P, 3], metallic [P], roughness [P] float32.
+        texels: flat float32 linear RGB of every texture; tex_info: [P, 3] (offset, Ht, Wt), Ht 0: none.
+        cam_pos, light, sky, ground: [3] float32; scalars: [4] float32 ambient, directional,
+            environment, directional * specular.
+        rgba_out: [H, W, 4], depth_out: [H, W], normal_out: [H, W, 3] float32 zeros, row 0 at the top.
+    """
+    f32 = np.float32
+    one, zero = f32(1.0), f32(0.0)
+    ambient, directional, environment, dir_spec = scalars[0], scalars[1], scalars[2], scalars[3]
+    res = rast.shape[0]
+    height, width = rgba_out.shape[0], rgba_out.shape[1]
+    inv_n = 1.0 / (ss * ss)
+    color = np.zeros(3, dtype=np.float32)
+    g = np.zeros(4, dtype=np.float32)  # interpolated depth, position
+    at = np.zeros(8, dtype=np.float32)  # interpolated uv, vertex colour, normal
+    for oy in range(height):
+        for ox in range(width):
+            acc_r = acc_g = acc_b = acc_a = acc_d = 0.0  # float64 sums of the supersamples
+            acc_nx = acc_ny = acc_nz = 0.0
+            for sy in range(ss):
+                row = res - 1 - (oy * ss + sy)  # rast row 0 is the bottom
+                for sx in range(ss):
+                    col = ox * ss + sx
+                    tid = int(rast[row, col, 3])
+                    if tid == 0:
+                        continue
+                    f = tid - 1
+                    u = rast[row, col, 0]
+                    v = rast[row, col, 1]
+                    # Interpolation, as `fourview.render.raster.interpolate`.
+                    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+                    for k in range(4):
+                        a2 = geo_v[i2, k]
+                        g[k] = a2 + u * (geo_v[i0, k] - a2) + v * (geo_v[i1, k] - a2)
+                    for k in range(8):
+                        a2 = corner_attr[3 * f + 2, k]
+                        at[k] = a2 + u * (corner_attr[3 * f, k] - a2) + v * (corner_attr[3 * f + 1, k] - a2)
+                    p = face_part[f]
+                    vx, vy, vz = _normalize3(cam_pos[0] - g[1], cam_pos[1] - g[2], cam_pos[2] - g[3])
+                    nx, ny, nz = _normalize3(at[5], at[6], at[7])
+                    if nx * vx + ny * vy + nz * vz < zero:
+                        nx, ny, nz = -nx, -ny, -nz
+                    for c in range(3):
+                        color[c] = at[2 + c] * base_color[p, c]
+                    tex_h = tex_info[p, 1]
+                    if tex_h > 0:  # bilinear, wrap: `raster.texture(..., "linear", "wrap")`
+                        off, tex_w = tex_info[p, 0], tex_info[p, 2]
+                        tu = at[0] - np.floor(at[0])
+                        tv = at[1] - np.floor(at[1])
+                        x = tu * f32(tex_w) - f32(0.5)
+                        y = tv * f32(tex_h) - f32(0.5)
+                        x0f, y0f = np.floor(x), np.floor(y)
+                        fx, fy = x - x0f, y - y0f
+                        x0, y0 = int(x0f) % tex_w, int(y0f) % tex_h
+                        x1, y1 = (int(x0f) + 1) % tex_w, (int(y0f) + 1) % tex_h
+                        for c in range(3):
+                            t00 = _texel(texels, off, tex_w, y0, x0, c)
+                            t01 = _texel(texels, off, tex_w, y0, x1, c)
+                            t10 = _texel(texels, off, tex_w, y1, x0, c)
+                            t11 = _texel(texels, off, tex_w, y1, x1, c)
+                            top = t00 + fx * (t01 - t00)
+                            bottom = t10 + fx * (t11 - t10)
+                            color[c] = color[c] * (top + fy * (bottom - top))
+                    if not albedo_only:  # `MeshRenderer._shade`
+                        met, rough = metallic[p], roughness[p]
+                        n_dot_l = max(nx * light[0] + ny * light[1] + nz * light[2], zero)
+                        irr = ambient + directional * n_dot_l
+                        hx, hy, hz = _normalize3(light[0] + vx, light[1] + vy, light[2] + vz)
+                        rc = max(rough, f32(0.05))
+                        shininess = (one / rc**4) * f32(2.0) - f32(2.0)
+                        n_dot_h = max(nx * hx + ny * hy + nz * hz, zero)
+                        spec_scale = dir_spec * ((one - rough) * (one - rough))
+                        highlight = n_dot_h**shininess
+                        lit = one if n_dot_l > zero else zero
+                        up = f32(0.5) * (one + ny)
+                        for c in range(3):
+                            irr_c = irr
+                            if environment > zero:
+                                irr_c = irr + environment * (up * sky[c] + (one - up) * ground[c])
+                            diffuse = color[c] * (one - met) * irr_c
+                            f0 = f32(0.04) * (one - met) + color[c] * met
+                            color[c] = diffuse + spec_scale * f0 * highlight * lit
+                    for c in range(3):
+                        color[c] = _linear_to_srgb_1(min(max(color[c], zero), one))
+                    acc_r += color[0]
+                    acc_g += color[1]
+                    acc_b += color[2]
+                    acc_a += 1.0
+                    acc_d += g[0]
+                    acc_nx += nx
+                    acc_ny += ny
+                    acc_nz += nz
+            if acc_a == 0.0:
+                continue
+            alpha = f32(acc_a * inv_n)
+            rgba_out[oy, ox, 0] = f32(acc_r * inv_n) / alpha
+            rgba_out[oy, ox, 1] = f32(acc_g * inv_n) / alpha
+            rgba_out[oy, ox, 2] = f32(acc_b * inv_n) / alpha
+            rgba_out[oy, ox, 3] = alpha
+            depth_out[oy, ox] = f32(acc_d * inv_n) / alpha
+            mx, my, mz = _normalize3(f32(acc_nx * inv_n), f32(acc_ny * inv_n), f32(acc_nz * inv_n))
+            normal_out[oy, ox, 0] = mx
+            normal_out[oy, ox, 1] = my
+            normal_out[oy, ox, 2] = mz
