@@ -8,7 +8,9 @@ and rendered by the same renderer at the novel views azimuth 45/135/225/315 x el
 against the ground truth's renders on white: PSNR and SSIM at 128 and 512 pixels; Chamfer
 distance (mean of both directions of the nearest-neighbour distance) and F-score at 0.1 on 10k
 surface points, object frame. The reference baseline, computed in the same run, is the visual
-hull (128^3 grid) with colours projected from the views. Timings are per object, with the load
+hull (128^3 grid) with colours projected from the views. "ours" is the fit exported as
+`fourview reconstruct --optimize` exports it (the views' colours projected onto the texture);
+"ours_field" the same fit with the field's own colours (``--no-project-views``). Timings are per object, with the load
 average beside them (the machine is shared).
 
     python benchmarks/bench_optimize.py --objects ../shared/data/objects --json /tmp/bench_optimize.json
@@ -35,6 +37,7 @@ from fourview.cameras import Camera, orthogonal_rig
 from fourview.data.assets import load_asset
 from fourview.data.dataset_renderer import resolve_inputs
 from fourview.export.extract import export_field
+from fourview.export.projection import ViewImages
 from fourview.images import composite_on_white
 from fourview.mesh import MeshAsset
 from fourview.pipeline import optimize_export_config
@@ -82,10 +85,10 @@ def image_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     return float(psnr(a, b).mean()), float(ssim(a, b).mean())
 
 
-def score_field(field, export_cfg, gt: dict, tmp: Path, name: str) -> dict:
+def score_field(field, export_cfg, gt: dict, tmp: Path, name: str, views: ViewImages | None = None) -> dict:
     path = tmp / f"{name}.glb"
     with torch.no_grad():
-        export_field(field, path, export_cfg)
+        export_field(field, path, export_cfg, views=views)
     asset = load_asset(path, normalize=False)
     row = {}
     for res in SCORE_RES:
@@ -196,6 +199,7 @@ def main() -> None:
     cfg = OptimizeConfig()
     cfg = replace(cfg, **{k: v for k, v in (("steps", args.steps), ("resolution", args.res)) if v is not None})
     export_cfg = optimize_export_config()
+    row_methods = [m for m in args.methods] + (["ours_field"] if "ours" in args.methods else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
@@ -212,16 +216,20 @@ def main() -> None:
                 t0 = time.perf_counter()
                 result = optimize_field(views, cfg, progress=False)
                 t_opt = time.perf_counter() - t0
-                row["ours"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours")
+                posed = ViewImages(views.images, views.c2w, views.fov_deg)
+                row["ours"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours", posed)
                 row["ours"].update(time_s=time.perf_counter() - t0, optimize_s=t_opt, load=os.getloadavg()[0])
+                # The same fit with the field's own colours (--no-project-views), for comparison.
+                row["ours_field"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours_field")
+                row["ours_field"]["time_s"] = row["ours"]["time_s"]
             rows.append(row)
             line = f"{source.name:32s}"
-            for m in args.methods:
+            for m in row_methods:
                 r = row[m]
                 line += (f" | {m} {r['psnr128']:.2f} dB {r['ssim128']:.3f} / {r['psnr512']:.2f} dB {r['ssim512']:.3f}"
                          f" CD {r['chamfer']:.4f} F {r['fscore']:.3f} {r['time_s']:.0f}s")  # fmt: skip
             print(line + f" (load {os.getloadavg()[0]:.1f})", flush=True)
-    summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in args.methods if rows}
+    summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in row_methods if rows}
     print(json.dumps({"objects": len(rows), "input_res": args.input_res, "config": str(cfg), "summary": summary},
                      indent=1))  # fmt: skip
     if args.json:

@@ -75,6 +75,25 @@ def test_console_script_help():
     assert out.returncode == 0 and "data" in out.stdout
 
 
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\nfrom fourview.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_train_commands_are_built_on_demand_with_their_config_options(capsys):
+    code, out, _ = run(["train", "--help"], capsys)
+    assert code == 0 and all(name in out for name in ("recon", "mvgen", "mvgen-lcm"))
+    code, out, _ = run(["train", "recon", "--help"], capsys)
+    assert code == 0 and "--data" in out and "--val-data" in out and "--out" in out
+    code, _, err = run(["train", "recon", "--data", "somewhere"], capsys)
+    assert code == 2 and "Missing option '--out'" in err
+
+
 # ------------------------------------------------------------------ reconstruct --optimize
 
 
@@ -161,3 +180,21 @@ def test_reconstruct_optimize_refines_the_demo_reconstructor(tmp_path, capsys):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["method"] == "refine" and meta["recon"] == "demo" and meta["refine"]["steps"] == 2
     assert (out / "reconstruction" / "field.safetensors").is_file()
+
+
+@pytest.mark.parametrize("project", [True, False])
+def test_reconstruct_projects_the_views_colours_unless_told_not_to(project, tmp_path, capsys):
+    import numpy as np
+
+    from fourview.data.assets import load_asset
+
+    views = _disc_views(tmp_path, res=64)  # flat (0.8, 0.3 + 0.1 i, 0.2) per view
+    out = tmp_path / "asset"
+    flag = [] if project else ["--no-project-views"]
+    code, _, err = run(["reconstruct", *views, "-o", str(out), "--grid", "64", *flag], capsys)
+    assert code == 0, err
+    assert json.loads((out / "meta.json").read_text())["project_views"] is project
+    tex = load_asset(out / "model.glb", normalize=False).parts[0].material.texture  # [T, T, 3|4] sRGB
+    red, blue = np.median(tex[..., 0]), np.median(tex[..., 2])
+    if project:  # most of the surface is seen: the views' own red and blue, whatever the field thinks
+        assert abs(red - 0.8) < 0.05 and abs(blue - 0.2) < 0.05, (red, blue)

@@ -232,6 +232,14 @@ def _export_options(f):
     return f
 
 
+_project_views_option = click.option(
+    "--project-views/--no-project-views",
+    default=True,
+    show_default=True,
+    help="Bake the views' own colours into the texture where they see the surface (else the field's colour only).",
+)
+
+
 def _export_overrides(face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic) -> dict:
     """The `ExportConfig` fields the user set on the command line."""
     if grid_resolution is not None and grid_resolution < 2:
@@ -276,10 +284,11 @@ def _export_overrides(face_budget, texture_size, grid_resolution, method, vertex
 @click.option("--steps", type=int, help="With --optimize: optimisation steps (default 600; refinement 150).")
 @click.option("--res", "loss_res", type=int, help="With --optimize: side of the images the losses see (default 128).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_project_views_option
 @_export_options
 def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, optimize, cameras_json, steps, loss_res,
-                quiet, face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic,
-                formats) -> None:  # fmt: skip
+                quiet, project_views, face_budget, texture_size, grid_resolution, method, vertex_colors, roughness,
+                metallic, formats) -> None:  # fmt: skip
     """Four views (az 0, 90, 180, 270) or one 2x2 grid image -> DIR/model.glb, views.png, meta.json.
 
     With --optimize, a triplane SDF + colour field is fitted to the views (or, with --recon, the
@@ -297,7 +306,9 @@ def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, opti
     overrides = _export_overrides(
         face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
     )
-    settings = ReconstructSettings(elevation, overrides, tuple(formats), turntable_frames, device=device)
+    settings = ReconstructSettings(
+        elevation, overrides, tuple(formats), turntable_frames, device=device, project_views=project_views
+    )
     meta = {"inputs": [str(v) for v in views]}
     if not optimize:
         rgba = load_views(list(views))
@@ -352,9 +363,10 @@ def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, opti
     "--turntable", "turntable_frames", type=int, default=24, show_default=True, help="turntable.gif frames (0: none)."
 )
 @click.option("--device", default="cpu", show_default=True)
+@_project_views_option
 @_export_options
 def generate(prompt, out_dir, seed, steps, guidance, negative_prompt, image, mvgen, lora, student, recon, size,
-             blob_sigma, blob_strength, elevation, turntable_frames, device, face_budget, texture_size,
+             blob_sigma, blob_strength, elevation, turntable_frames, device, project_views, face_budget, texture_size,
              grid_resolution, method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
     """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
     import diffusers
@@ -371,6 +383,7 @@ def generate(prompt, out_dir, seed, steps, guidance, negative_prompt, image, mvg
         seed=seed, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, size=size,
         blob_sigma=blob_sigma, blob_strength=blob_strength, elevation_deg=elevation, export_overrides=overrides,
         formats=tuple(formats), turntable_frames=turntable_frames, device=device, lora=lora, student=student,
+        project_views=project_views,
     )  # fmt: skip
     result = generate_asset(prompt, out_dir, mvgen, recon, image, settings)
     t = result.timings
@@ -505,69 +518,97 @@ def _dataclass_options(cls, required: tuple[str, ...] = ()):
     return decorate
 
 
-@cli.group()
+class _LazyGroup(click.Group):
+    """A command group whose subcommands are built when first looked up.
+
+    The train commands take their options from config dataclasses whose modules import torch
+    (seconds); building them on demand keeps ``fourview --help`` and the other commands free of it.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._builders: dict = {}
+
+    def lazy_command(self, name: str):
+        """Register the decorated function as the builder of subcommand ``name`` (returns a click.Command)."""
+
+        def register(build):
+            self._builders[name] = build
+            return build
+
+        return register
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._builders})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self._builders:
+            self.add_command(self._builders[cmd_name](), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@cli.group(cls=_LazyGroup)
 def train() -> None:
     """Training of the two stages (HF Accelerate: run under `accelerate launch` for several GPUs/nodes)."""
 
 
-def _train_recon_config():
+@train.lazy_command("recon")
+def _train_recon_command() -> click.Command:
     from fourview.recon.train import TrainConfig
 
-    return TrainConfig
+    @click.command("recon", context_settings={"max_content_width": 119})
+    @_dataclass_options(TrainConfig, required=("data", "out"))
+    def train_recon(**kwargs) -> None:
+        """Train the triplane reconstructor on the dataset renderer's output (stage A volume, stage B DMTet)."""
+        from fourview.recon.train import train as run
+
+        kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
+        result = run(TrainConfig(**kwargs))
+        val = "" if result.val is None else f"; validation {result.val}"
+        click.echo(f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}{val}")
+
+    return train_recon
 
 
-@train.command("recon", context_settings={"max_content_width": 119})
-@_dataclass_options(_train_recon_config(), required=("data", "out"))
-def train_recon(**kwargs) -> None:
-    """Train the triplane reconstructor on the dataset renderer's output (stage A volume, stage B DMTet)."""
-    from fourview.recon.train import TrainConfig
-    from fourview.recon.train import train as run
-
-    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
-    result = run(TrainConfig(**kwargs))
-    val = "" if result.val is None else f"; validation {result.val}"
-    click.echo(f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}{val}")
-
-
-def _train_mvgen_config():
+@train.lazy_command("mvgen")
+def _train_mvgen_command() -> click.Command:
     from fourview.mvgen.train import MVGenTrainConfig
 
-    return MVGenTrainConfig
+    @click.command("mvgen", context_settings={"max_content_width": 119})
+    @_dataclass_options(MVGenTrainConfig, required=("data", "out"))
+    def train_mvgen(**kwargs) -> None:
+        """Train the multi-view generator (SDXL 2x2 grids): LoRA or full fine-tune of --init, or --from-scratch."""
+        from fourview.mvgen.train import train as run
+
+        kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
+        result = run(MVGenTrainConfig(**kwargs))
+        click.echo(
+            f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
+            f"{result.eval_loss_start:.4f} -> {result.eval_loss_end:.4f}; weights {result.weights}"
+        )
+
+    return train_mvgen
 
 
-@train.command("mvgen", context_settings={"max_content_width": 119})
-@_dataclass_options(_train_mvgen_config(), required=("data", "out"))
-def train_mvgen(**kwargs) -> None:
-    """Train the multi-view generator (SDXL 2x2 grids): LoRA or full fine-tune of --init, or --from-scratch."""
-    from fourview.mvgen.train import MVGenTrainConfig
-    from fourview.mvgen.train import train as run
-
-    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
-    result = run(MVGenTrainConfig(**kwargs))
-    click.echo(
-        f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
-        f"{result.eval_loss_start:.4f} -> {result.eval_loss_end:.4f}; weights {result.weights}"
-    )
-
-
-def _train_mvgen_lcm_config():
+@train.lazy_command("mvgen-lcm")
+def _train_mvgen_lcm_command() -> click.Command:
     from fourview.mvgen.distill import LCMDistillConfig
 
-    return LCMDistillConfig
+    @click.command("mvgen-lcm", context_settings={"max_content_width": 119})
+    @_dataclass_options(LCMDistillConfig, required=("teacher", "data", "out"))
+    def train_mvgen_lcm(**kwargs) -> None:
+        """Distil the generator into a few-step student (LCM-LoRA; sample it with LCMScheduler, ~4 steps,
+        guidance 1)."""
+        from fourview.mvgen.distill import distill_lcm
 
+        kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
+        result = distill_lcm(LCMDistillConfig(**kwargs))
+        click.echo(
+            f"distilled {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
+            f"{result.eval_loss_start:.5f} -> {result.eval_loss_end:.5f}; student {result.weights}"
+        )
 
-@train.command("mvgen-lcm", context_settings={"max_content_width": 119})
-@_dataclass_options(_train_mvgen_lcm_config(), required=("teacher", "data", "out"))
-def train_mvgen_lcm(**kwargs) -> None:
-    """Distil the generator into a few-step student (LCM-LoRA; sample it with LCMScheduler, ~4 steps, guidance 1)."""
-    from fourview.mvgen.distill import LCMDistillConfig, distill_lcm
-
-    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
-    result = distill_lcm(LCMDistillConfig(**kwargs))
-    click.echo(
-        f"distilled {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
-        f"{result.eval_loss_start:.5f} -> {result.eval_loss_end:.5f}; student {result.weights}"
-    )
+    return train_mvgen_lcm
 
 
 def _object_list(items: tuple[str, ...]) -> list[Path]:

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 import fourview
-from fourview.cameras import DEFAULT_ELEVATION_DEG
+from fourview.cameras import DEFAULT_ELEVATION_DEG, orthogonal_rig
 from fourview.errors import InputError
 from fourview.export.extract import ExportConfig, ExportResult, export_field
+from fourview.export.projection import ViewImages
 from fourview.images import composite_on_white, write_png
 from fourview.views import check_views, grid_image, views_to_model_input
 
@@ -75,6 +76,8 @@ class ReconstructSettings:
         turntable_frames: frames of ``turntable.gif`` (0: no turntable).
         preview_resolution: side of the turntable frames, pixels.
         device: torch device for the model.
+        project_views: bake the input views' colours into the texture where they see the
+            surface (`fourview.export.projection`); False bakes the field's colour alone.
     """
 
     elevation_deg: float = DEFAULT_ELEVATION_DEG
@@ -83,6 +86,7 @@ class ReconstructSettings:
     turntable_frames: int = 0
     preview_resolution: int = 256
     device: str = "cpu"
+    project_views: bool = True
 
 
 @dataclass
@@ -144,10 +148,12 @@ def reconstruct_views(
     timings["reconstruct_s"] = time.perf_counter() - t0
 
     rgb = composite_on_white(views) if views.shape[-1] == 4 else views
+    posed = ViewImages.from_cameras(_with_alpha(views), orthogonal_rig(settings.elevation_deg))
     job_meta = {"recon": recon, "recon_path": recon_path, "elevation_deg": settings.elevation_deg}
     return _write_asset_folder(
-        out, field_, cfg, grid_image(rgb), export_cfg, settings, {"recon": recon}, job_meta, extra_meta, timings
-    )
+        out, field_, cfg, grid_image(rgb), posed, export_cfg, settings, {"recon": recon}, job_meta, extra_meta,
+        timings,
+    )  # fmt: skip
 
 
 def _write_asset_folder(
@@ -155,6 +161,7 @@ def _write_asset_folder(
     field_,
     config,
     views_image: np.ndarray,
+    posed_views: ViewImages,
     export_cfg: ExportConfig,
     settings: ReconstructSettings,
     field_meta: dict,
@@ -166,6 +173,8 @@ def _write_asset_folder(
 
     Args:
         views_image: [H, W, 3] the input views on white (``views.png``).
+        posed_views: the input views with their cameras, projected onto the texture when
+            ``settings.project_views``.
         config: the `ReconConfig` saved with the field in ``reconstruction/``.
         field_meta: metadata stored in the saved field.
         job_meta: the job's own entries at the top of ``meta.json``.
@@ -178,7 +187,8 @@ def _write_asset_folder(
         names = ["model.glb", *(f"model.{fmt}" for fmt in settings.formats)]
         t0 = time.perf_counter()
         with torch.no_grad():
-            exported = export_field(field_, [tmp / n for n in names], export_cfg)
+            projected = posed_views if settings.project_views else None
+            exported = export_field(field_, [tmp / n for n in names], export_cfg, views=projected)
         timings["export_s"] = time.perf_counter() - t0
         write_png(tmp / "views.png", views_image)
         save_field(tmp / "reconstruction", field_, config, field_meta)
@@ -200,6 +210,7 @@ def _write_asset_folder(
                 "faces": exported.num_faces,
                 "texture_size": exported.texture_size,
             },
+            "project_views": settings.project_views,
             "files": sorted(p.name for p in tmp.iterdir()),
             "timings_s": {**timings, **{f"export_{k}": v for k, v in exported.timings.items()}},
             "peak_memory_mb": peak_memory_mb(),
@@ -271,9 +282,23 @@ def optimize_views(
         loss_history=result.history,
     )
     return _write_asset_folder(
-        out, result.field, result.config, _views_sheet(composite_on_white(views.images)), export_cfg, settings,
+        out, result.field, result.config, _views_sheet(composite_on_white(views.images)),
+        ViewImages(views.images, views.c2w, views.fov_deg), export_cfg, settings,
         {"method": job_meta["method"], "recon": recon}, job_meta, extra_meta, timings,
     )  # fmt: skip
+
+
+def _with_alpha(views: np.ndarray) -> np.ndarray:
+    """[V, H, W, 4] views with alpha; opaque or RGB views get alpha 0 on near-white pixels.
+
+    Only the texture projection uses this alpha (it skips pixels near a view's silhouette): views
+    on white without alpha would otherwise paint the background onto the mesh's edges.
+    """
+    if views.shape[-1] == 4 and float(views[..., 3].min()) < 1.0:
+        return views.astype(np.float32)
+    rgb = views[..., :3]
+    alpha = (1.0 - rgb.min(axis=-1)) > 0.08  # [V, H, W] clearly not white
+    return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
 
 
 def _views_sheet(rgb: np.ndarray) -> np.ndarray:
@@ -329,6 +354,7 @@ class GenerateSettings:
         device: torch device of both models.
         lora: LoRA weights for the generator, or None.
         student: few-step student for the generator (``demo`` or a folder), or None.
+        project_views: see `ReconstructSettings`.
     """
 
     seed: int = 0
@@ -346,6 +372,7 @@ class GenerateSettings:
     device: str = "cpu"
     lora: str | None = None
     student: str | None = None
+    project_views: bool = True
 
 
 @dataclass
@@ -477,6 +504,7 @@ def generate_asset(
         turntable_frames=s.turntable_frames,
         preview_resolution=s.preview_resolution,
         device=s.device,
+        project_views=s.project_views,
     )
     rec = reconstruct_views(views, out, recon, recon_settings, extra_meta=meta, timings=timings)
     timings = {**timings, **rec.timings, "total_s": time.perf_counter() - t_start}

@@ -101,3 +101,128 @@ def test_non_finite_sdf_is_an_input_error():
 def test_bad_settings_are_input_errors(kwargs):
     with pytest.raises(InputError):
         extract_mesh(SphereField(), **{"resolution": 8, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------
+# Coarse-to-fine evaluation gives the dense grid's mesh
+
+
+class CountingField:
+    """Wraps a field and counts the points its SDF is queried at."""
+
+    def __init__(self, field):
+        self.field, self.points = field, 0
+
+    def sdf(self, xyz):
+        self.points += len(xyz)
+        return self.field.sdf(xyz)
+
+    def color(self, xyz):
+        return self.field.color(xyz)
+
+
+class BoxField(ConstantField):
+    """An axis-aligned box (exact SDF) with half sizes ``half`` centred at ``center``."""
+
+    def __init__(self, half, center=(0.0, 0.0, 0.0)):
+        self.half, self.center = torch.tensor(half), torch.tensor(center)
+
+    def sdf(self, xyz):
+        q = (xyz - self.center).abs() - self.half
+        return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0)
+
+
+class UnionField(ConstantField):
+    def __init__(self, *fields):
+        self.fields = fields
+
+    def sdf(self, xyz):
+        return torch.stack([f.sdf(xyz) for f in self.fields]).min(dim=0).values
+
+
+def assert_same_mesh(a, b):
+    assert a.faces.shape == b.faces.shape and len(a.faces) > 0
+    np.testing.assert_array_equal(a.faces, b.faces)
+    np.testing.assert_array_equal(a.verts, b.verts)
+
+
+BAND_FIELDS = {
+    "sphere": SphereField(radius=0.6),
+    "off-centre sphere": SphereField(radius=0.3, center=(0.4, -0.2, 0.1)),
+    "torus": TorusField(),
+    "cut by the cube": SphereField(radius=1.2),
+    "box": BoxField((0.5, 0.3, 0.7), center=(0.05, -0.1, 0.0)),
+    # A plate about one grid cell thick, a rod 1.4 cells thick, a small sphere off to the side.
+    "thin parts": UnionField(
+        BoxField((0.7, 0.022, 0.6), center=(0.0, 0.013, 0.0)),
+        BoxField((0.03, 0.8, 0.03), center=(0.51, 0.0, -0.37)),
+        SphereField(radius=0.12, center=(-0.6, 0.6, 0.6)),
+    ),
+}
+
+
+@pytest.mark.parametrize("coarse_factor", [2, 4])
+@pytest.mark.parametrize("name", list(BAND_FIELDS))
+def test_coarse_to_fine_gives_the_dense_mesh(name, coarse_factor):
+    field = BAND_FIELDS[name]
+    dense = extract_mesh(field, resolution=49, coarse_factor=1)
+    counted = CountingField(field)
+    band = extract_mesh(counted, resolution=49, coarse_factor=coarse_factor)
+    assert_same_mesh(band, dense)
+    assert counted.points < 0.6 * 49**3  # the band pass ran (not the dense fallback)
+
+
+def test_coarse_to_fine_with_a_level_and_an_uneven_last_coarse_cell():
+    field = SphereField(radius=0.5)
+    dense = extract_mesh(field, resolution=46, level=0.1, coarse_factor=1)  # 45 cells: 4 does not divide it
+    assert_same_mesh(extract_mesh(field, resolution=46, level=0.1, coarse_factor=4), dense)
+
+
+def test_coarse_to_fine_on_a_random_triplane_field():
+    from fourview.recon.decoder import DecoderConfig, TriplaneDecoder, TriplaneField
+
+    torch.manual_seed(3)
+    decoder = TriplaneDecoder(DecoderConfig(hidden_channels=16, hidden_layers=2, geometry="sdf"), plane_channels=4)
+    field = TriplaneField(decoder.eval(), torch.randn(3, 4, 6, 6))
+    with torch.no_grad():
+        grid = sample_sdf_grid(field, 41)
+        field = _Offset(field, float(np.median(grid)))  # about half the cube inside: a large surface
+        dense = extract_mesh(field, resolution=41, coarse_factor=1)
+        counted = CountingField(field)
+        band = extract_mesh(counted, resolution=41, coarse_factor=2)
+    assert len(dense.faces) > 1000
+    assert band.faces.shape == dense.faces.shape
+    np.testing.assert_array_equal(band.faces, dense.faces)
+    np.testing.assert_allclose(band.verts, dense.verts, atol=1e-6)  # batch-size-dependent rounding at most
+    assert counted.points < 41**3
+
+
+class _Offset(ConstantField):
+    def __init__(self, field, offset):
+        self.field, self.offset = field, offset
+
+    def sdf(self, xyz):
+        return self.field.sdf(xyz) - self.offset
+
+
+def test_surface_between_the_coarse_points_falls_back_to_the_dense_grid():
+    # A sphere of radius 1.2 cells centred inside one coarse cell: no coarse point is inside it.
+    cell = 2.0 / 32
+    field = SphereField(radius=1.2 * cell, center=(-1 + 9.9 * cell, -1 + 10.1 * cell, -1 + 10.0 * cell))
+    dense = extract_mesh(field, resolution=33, coarse_factor=1)
+    assert_same_mesh(extract_mesh(field, resolution=33, coarse_factor=8), dense)
+
+
+def test_coarse_to_fine_checks_values_and_settings():
+    class NanOutside(ConstantField):
+        def sdf(self, xyz):
+            s = xyz.norm(dim=-1) - 0.5
+            return torch.where(xyz.norm(dim=-1) > 1.6, float("nan"), s)  # NaN at the cube's corners
+
+    with pytest.raises(InputError, match="non-finite"):
+        extract_mesh(NanOutside(0.0), resolution=17, coarse_factor=2)
+    with pytest.raises(InputError, match="field has no surface.*positive"):
+        extract_mesh(ConstantField(1.0), resolution=17, coarse_factor=2)
+    for bad in (0, 1.5):
+        with pytest.raises(InputError, match="coarse factor"):
+            extract_mesh(SphereField(), resolution=17, coarse_factor=bad)

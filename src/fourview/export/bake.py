@@ -29,6 +29,15 @@ import numpy as np
 import torch
 
 from fourview.errors import InputError
+from fourview.export.projection import (
+    ProjectionConfig,
+    ViewImages,
+    barycentric,
+    face_normals,
+    project_colours,
+    propagate_colours,
+    vertex_normals,
+)
 from fourview.recon.fields import SurfaceField
 
 MAX_TEXTURE_SIZE = 16384
@@ -74,6 +83,8 @@ def bake_texture(
     extrapolate_px: int = 2,
     chunk: int = 262144,
     device: str | torch.device = "cpu",
+    views: ViewImages | None = None,
+    projection: ProjectionConfig = ProjectionConfig(),
 ) -> BakeOutput:
     """Bake ``field.color`` into a texture over a mesh's UV atlas.
 
@@ -87,6 +98,9 @@ def bake_texture(
         extrapolate_px: rings of exact extrapolated samples around each chart.
         chunk: points per ``field.color`` call.
         device: torch device for rasterising and field queries.
+        views: images with cameras whose colours replace the field's where they see the surface
+            (`fourview.export.projection`); None bakes the field alone.
+        projection: settings of that projection.
 
     Returns:
         `BakeOutput` (row 0 at the top).
@@ -118,7 +132,26 @@ def bake_texture(
     tri_id = (rast[0, ..., 3].round().long() - 1).cpu().numpy()  # [T, T], -1 where empty
     covered = tri_id >= 0
     color = np.zeros((size, size, 3), dtype=np.float32)
-    color[covered] = _query_color(field, xyz[0].cpu().numpy()[covered], chunk, dev)
+    normals = face_normals(verts, faces) if views is not None else None
+    fallback = None  # [V, 3] vertex colours under the projection where the views see little
+    if views is not None and projection.unseen == "propagate":
+        at_verts = project_colours(verts, faces, verts, vertex_normals(verts, faces), views, projection)
+        known = at_verts.weight >= projection.full_weight
+        fallback = propagate_colours(verts, faces, at_verts.color, known, _query_color(field, verts, chunk, dev))
+
+    def colour_at(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
+        """[N, 3] colours of surface points ``points`` [N, 3] on triangles ``tris`` [N]."""
+        if fallback is None:
+            base = _query_color(field, points, chunk, dev)
+        else:
+            bary = barycentric(points, verts, faces, tris)  # [N, 3]
+            base = (bary[:, :, None] * fallback[faces[tris]]).sum(1).clip(0.0, 1.0).astype(np.float32)
+        if views is None:
+            return base
+        seen = project_colours(verts, faces, points, normals[tris], views, projection)
+        return seen.blend_over(base, projection.full_weight)
+
+    color[covered] = colour_at(xyz[0].cpu().numpy()[covered], tri_id[covered])
 
     filled = covered.copy()
     owner = tri_id.copy()  # triangle whose plane gives each texel's point
@@ -141,7 +174,7 @@ def bake_texture(
         rows, cols, source = rows[valid], cols[valid], source[valid]
         if len(rows) == 0:
             break
-        color[rows, cols] = _query_color(field, points[valid], chunk, dev)
+        color[rows, cols] = colour_at(points[valid], source)
         owner[rows, cols] = source
         filled[rows, cols] = True
 
