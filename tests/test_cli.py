@@ -94,6 +94,30 @@ def test_train_commands_are_built_on_demand_with_their_config_options(capsys):
     assert code == 2 and "Missing option '--out'" in err
 
 
+@pytest.mark.parametrize(
+    "command, module, runner, extra, field",
+    [
+        ("recon", "fourview.recon.train", "train", [], "val_objects"),
+        ("mvgen", "fourview.mvgen.train", "train", [], "val_prompts"),
+        ("mvgen-lcm", "fourview.mvgen.distill", "distill_lcm", ["--teacher", "t"], "val_prompts"),
+    ],
+)
+def test_train_commands_build_their_frozen_config(command, module, runner, extra, field, monkeypatch, capsys):
+    import importlib
+    from types import SimpleNamespace
+
+    seen = []
+    result = SimpleNamespace(steps=3, time_s=1.0, out_dir="o", val=None, eval_loss_start=1.0, eval_loss_end=0.5,
+                             weights="w")  # fmt: skip
+    monkeypatch.setattr(importlib.import_module(module), runner, lambda config: seen.append(config) or result)
+    option = "--" + field.replace("_", "-")
+    code, out, _ = run(["train", command, "--data", "d", "--out", "o", *extra, option, "a b", option, "c"], capsys)
+    assert code == 0 and "3 steps" in out
+    (config,) = seen
+    assert getattr(config, field) == ("a b", "c") and config.data == "d" and config.out == "o"
+    hash(config)  # frozen and all fields hashable: repeated options arrive as a tuple, not a list
+
+
 # ------------------------------------------------------------------ reconstruct --optimize
 
 

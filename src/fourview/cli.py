@@ -483,16 +483,23 @@ def _dataclass_options(cls, required: tuple[str, ...] = ()):
     """Click options for every field of a frozen config dataclass: ``--field-name VALUE``.
 
     Literal fields become choices, bools become ``--x/--no-x`` flags, tuples take several values
-    (repeat the option); defaults and help come from the dataclass itself.
+    (repeat the option); defaults and help come from the dataclass itself. The decorated command
+    receives one argument, the config ``cls(...)`` built from the parsed options.
     """
     import dataclasses
+    import functools
     import types
     import typing
 
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
 
-    def decorate(f):
+    def decorate(command):
+        @functools.wraps(command)
+        def f(**options):
+            # several values (multiple=True) arrive as a list or tuple; the frozen config wants tuples
+            return command(cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}))
+
         for fld in reversed(dataclasses.fields(cls)):
             hint, name = hints[fld.name], fld.name.replace("_", "-")
             default = None if fld.default is dataclasses.MISSING else fld.default
@@ -558,12 +565,11 @@ def _train_recon_command() -> click.Command:
 
     @click.command("recon", context_settings={"max_content_width": 119})
     @_dataclass_options(TrainConfig, required=("data", "out"))
-    def train_recon(**kwargs) -> None:
+    def train_recon(config: TrainConfig) -> None:
         """Train the triplane reconstructor on the dataset renderer's output (stage A volume, stage B DMTet)."""
         from fourview.recon.train import train as run
 
-        kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
-        result = run(TrainConfig(**kwargs))
+        result = run(config)
         val = "" if result.val is None else f"; validation {result.val}"
         click.echo(f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}{val}")
 
@@ -576,12 +582,11 @@ def _train_mvgen_command() -> click.Command:
 
     @click.command("mvgen", context_settings={"max_content_width": 119})
     @_dataclass_options(MVGenTrainConfig, required=("data", "out"))
-    def train_mvgen(**kwargs) -> None:
+    def train_mvgen(config: MVGenTrainConfig) -> None:
         """Train the multi-view generator (SDXL 2x2 grids): LoRA or full fine-tune of --init, or --from-scratch."""
         from fourview.mvgen.train import train as run
 
-        kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
-        result = run(MVGenTrainConfig(**kwargs))
+        result = run(config)
         click.echo(
             f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
             f"{result.eval_loss_start:.4f} -> {result.eval_loss_end:.4f}; weights {result.weights}"
@@ -596,13 +601,12 @@ def _train_mvgen_lcm_command() -> click.Command:
 
     @click.command("mvgen-lcm", context_settings={"max_content_width": 119})
     @_dataclass_options(LCMDistillConfig, required=("teacher", "data", "out"))
-    def train_mvgen_lcm(**kwargs) -> None:
+    def train_mvgen_lcm(config: LCMDistillConfig) -> None:
         """Distil the generator into a few-step student (LCM-LoRA; sample it with LCMScheduler, ~4 steps,
         guidance 1)."""
         from fourview.mvgen.distill import distill_lcm
 
-        kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
-        result = distill_lcm(LCMDistillConfig(**kwargs))
+        result = distill_lcm(config)
         click.echo(
             f"distilled {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
             f"{result.eval_loss_start:.5f} -> {result.eval_loss_end:.5f}; student {result.weights}"

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from fourview.errors import InputError
+from fourview.lr_schedule import warmup_cosine
 from fourview.recon.config import recon_preset
 from fourview.recon.dataset import RenderedObjects, collate_objects
 from fourview.recon.loading import from_pretrained
 from fourview.recon.losses import LossConfig, reconstruction_loss
 from fourview.recon.model import Reconstructor
-from fourview.recon.train import EMA, TrainConfig, _lr_at, evaluate, sample_pixels, train
+from fourview.recon.train import EMA, TrainConfig, evaluate, sample_pixels, train
 
 
 def _config(rendered: Path, out: Path, **kw) -> TrainConfig:
@@ -92,7 +93,9 @@ def test_validation_metrics_logs_and_final_weights(rendered, tmp_path):
     assert result.val.lpips is None or result.val.lpips >= 0
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2"] and all(r["val_psnr"] for r in rows)
-    assert all(float(r["lr"]) > 0 and float(r["loss"]) > 0 for r in rows)
+    assert all(float(r["loss"]) > 0 for r in rows)
+    sched = dict(warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_lr_ratio=cfg.min_lr_ratio, peak=cfg.lr)
+    assert [float(r["lr"]) for r in rows] == pytest.approx([warmup_cosine(k, **sched) for k in (0, 1)], rel=1e-5)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["val"]["psnr"] == pytest.approx(result.val.psnr)
     assert metrics["perceptual_loss"] == "ssim" and not metrics["perceptual_used_in_training"]
@@ -151,11 +154,7 @@ def test_ema_average_and_swap():
     assert restored.updates == 1 and torch.equal(restored.shadow["weight"], ema.shadow["weight"])
 
 
-def test_learning_rate_schedule_and_settings(tmp_path):
-    cfg = TrainConfig(data="d", out="o", steps=110, lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
-    assert _lr_at(cfg, 0) == pytest.approx(1e-4) and _lr_at(cfg, 9) == pytest.approx(1e-3)
-    assert _lr_at(cfg, 60) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # halfway through the cosine
-    assert _lr_at(cfg, 110) == pytest.approx(1e-4)
+def test_bad_settings_are_rejected(tmp_path):  # the schedule itself: tests/test_lr_schedule.py
     for bad in (dict(steps=0), dict(stage="nerf"), dict(ema_decay=1.0), dict(mixed_precision="fp8"),
                 dict(foreground_fraction=2.0), dict(mask_weight=-1.0), dict(stop_after_steps=0)):  # fmt: skip
         with pytest.raises(InputError):

@@ -40,6 +40,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +48,8 @@ import numpy as np
 import torch
 
 from fourview.errors import InputError
-from fourview.mvgen.train import _checkpoint, _latest_checkpoint, _lr_lambda  # shared run mechanics
+from fourview.lr_schedule import warmup_cosine
+from fourview.mvgen.train import _checkpoint, _latest_checkpoint  # shared run mechanics
 
 LCM_LORA_TARGETS: tuple[str, ...] = (
     "to_q",
@@ -458,7 +460,9 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    lr_at = _lr_lambda(config.warmup_steps, config.steps, config.min_lr_ratio)
+    lr_at = partial(
+        warmup_cosine, warmup_steps=config.warmup_steps, total_steps=config.steps, min_lr_ratio=config.min_lr_ratio
+    )
     unet_w, opt = accelerator.prepare(unet, opt)
     _register_lora_hooks(accelerator)
 

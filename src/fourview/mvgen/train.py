@@ -37,6 +37,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from fourview.errors import InputError
+from fourview.lr_schedule import warmup_cosine
 from fourview.mvgen.dataset import CaptionedImages, grid_dataset, pairs_2d
 
 
@@ -255,7 +257,9 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
     for m in (unet, te1, te2):
         m.to(accelerator.device)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    lr_at = _lr_lambda(config.warmup_steps, config.steps, config.min_lr_ratio)  # set by hand: resumes exactly
+    lr_at = partial(  # set by hand: resumes exactly
+        warmup_cosine, warmup_steps=config.warmup_steps, total_steps=config.steps, min_lr_ratio=config.min_lr_ratio
+    )
     ema = None
     if config.ema_decay > 0:
         from diffusers.training_utils import EMAModel
@@ -460,16 +464,6 @@ def _name(m, unet, te1, te2) -> str:
     return "unet" if m is unet else "text_encoder" if m is te1 else "text_encoder_2"
 
 
-def _lr_lambda(warmup: int, total: int, min_ratio: float):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        p = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
-
-    return f
-
-
 def _mix(*xs: int) -> int:
     """A 63-bit seed from several integers (deterministic, unlike ``hash``)."""
     return int(
@@ -495,7 +489,10 @@ def _train_vae(vae, grids: CaptionedImages, c: MVGenTrainConfig, device) -> None
     vae.requires_grad_(True)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=c.vae_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(50, c.vae_steps // 10 + 1), c.vae_steps, 0.1))
+    lr_at = partial(
+        warmup_cosine, warmup_steps=min(50, c.vae_steps // 10 + 1), total_steps=c.vae_steps, min_lr_ratio=0.1
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     t0 = time.time()
     for step in range(c.vae_steps):
         g = torch.Generator().manual_seed(_mix(c.seed, 777, step))
@@ -551,7 +548,9 @@ def _train_decoder(c: MVGenTrainConfig) -> MVGenTrainResult:
         p.requires_grad_(True)
     vae.train()
     opt = torch.optim.AdamW(params, lr=c.vae_lr, weight_decay=0.0)
-    lr_at = _lr_lambda(min(50, c.vae_steps // 10 + 1), c.vae_steps, 0.1)
+    lr_at = partial(
+        warmup_cosine, warmup_steps=min(50, c.vae_steps // 10 + 1), total_steps=c.vae_steps, min_lr_ratio=0.1
+    )
     dest = out / "vae_decoder"
     first = last = float("nan")
     for step in range(c.vae_steps):

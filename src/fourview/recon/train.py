@@ -49,6 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fourview.errors import InputError
+from fourview.lr_schedule import warmup_cosine
 from fourview.recon.config import ReconConfig, recon_preset
 from fourview.recon.dataset import ObjectBatch, ObjectBatchSampler, RenderedObjects, collate_objects
 from fourview.recon.losses import (
@@ -437,15 +438,6 @@ def evaluate(
     )
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine to min_lr_ratio."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -657,7 +649,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
     while loop.step < stop_at:
         t0 = time.perf_counter()
         step = loop.step
-        lr = _lr_at(cfg, step)
+        lr = warmup_cosine(
+            step, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_lr_ratio=cfg.min_lr_ratio, peak=cfg.lr
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_terms: dict[str, float] = {}
