@@ -222,3 +222,10 @@ def test_reconstruct_projects_the_views_colours_unless_told_not_to(project, tmp_
     red, blue = np.median(tex[..., 0]), np.median(tex[..., 2])
     if project:  # most of the surface is seen: the views' own red and blue, whatever the field thinks
         assert abs(red - 0.8) < 0.05 and abs(blue - 0.2) < 0.05, (red, blue)
+    assert (out / "reconstruction" / "views.npz").is_file() is project
+    # Re-exporting bakes the same texture: the saved views are projected again.
+    code, _, err = run(["export", str(out), "-o", str(tmp_path / "re.glb"), "--grid", "64"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "re.glb.meta.json").read_text())["project_views"] is project
+    re_tex = load_asset(tmp_path / "re.glb", normalize=False).parts[0].material.texture
+    assert abs(np.median(re_tex[..., 0]) - red) < 0.02 and abs(np.median(re_tex[..., 2]) - blue) < 0.02

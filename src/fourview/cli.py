@@ -417,9 +417,10 @@ def generate(prompt, out_dir, seed, steps, guidance, negative_prompt, image, mvg
     show_default=True,
     help="Also write a turntable and a contact sheet of the rig views beside the output.",
 )
+@_project_views_option
 @_export_options
-def export(reconstruction, out_path, preset, turntable, face_budget, texture_size, grid_resolution, method,
-           vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
+def export(reconstruction, out_path, preset, turntable, project_views, face_budget, texture_size, grid_resolution,
+           method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
     """Re-export a saved reconstruction (a 'fourview reconstruct' folder) without running the models."""
     import json
     import time
@@ -429,17 +430,25 @@ def export(reconstruction, out_path, preset, turntable, face_budget, texture_siz
 
     from fourview.export.extract import export_field
     from fourview.pipeline import export_preset
-    from fourview.recon.saved_field import load_field
+    from fourview.recon.saved_field import VIEWS_NAME, load_field
 
     overrides = _export_overrides(
         face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
     )
     cfg = replace(export_preset(preset), **overrides)
     field_ = load_field(reconstruction)
+    views = None
+    saved = reconstruction / "reconstruction" / VIEWS_NAME
+    if project_views and not saved.is_file():
+        saved = reconstruction / VIEWS_NAME
+    if project_views and saved.is_file():  # the views the reconstruct command projected
+        from fourview.export.projection import ViewImages
+
+        views = ViewImages.load(saved)
     paths = [out_path, *(out_path.with_suffix(f".{fmt}") for fmt in formats)]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        result = export_field(field_, paths, cfg)
+        result = export_field(field_, paths, cfg, views=views)
     timings = {f"export_{k}": v for k, v in result.timings.items()}
     if turntable != "none":
         from fourview.data.assets import load_asset
@@ -454,6 +463,7 @@ def export(reconstruction, out_path, preset, turntable, face_budget, texture_siz
         "source": str(reconstruction),
         "files": [str(p) for p in result.paths],
         "export": asdict(cfg),
+        "project_views": views is not None,
         "mesh": {"vertices": result.num_verts, "faces": result.num_faces, "texture_size": result.texture_size},
         "timings_s": timings,
     }

@@ -31,6 +31,7 @@ from fourview.errors import InputError
 from fourview.export.extract import ExportConfig, ExportResult, export_field
 from fourview.export.projection import ViewImages
 from fourview.images import composite_on_white, write_png
+from fourview.recon.saved_field import VIEWS_NAME
 from fourview.views import check_views, grid_image, views_to_model_input
 
 DEMO_RECON = Path(fourview.__file__).resolve().parent / "weights" / "recon-demo"
@@ -192,6 +193,8 @@ def _write_asset_folder(
         timings["export_s"] = time.perf_counter() - t0
         write_png(tmp / "views.png", views_image)
         save_field(tmp / "reconstruction", field_, config, field_meta)
+        if settings.project_views:  # so that `fourview export` bakes the same texture
+            posed_views.save(tmp / "reconstruction" / VIEWS_NAME)
         if settings.turntable_frames > 0:
             from fourview.data.assets import load_asset
             from fourview.export.preview import orbit_cameras, render_frames, write_turntable

@@ -162,3 +162,17 @@ def test_view_images_and_config_check_their_inputs():
     views = ViewImages.from_cameras(np.zeros((1, 8, 6, 4), np.float32), cams[:1])
     with pytest.raises(InputError, match="square"):
         project_colours(verts, faces, verts, vertex_normals(verts, faces), views)
+
+
+def test_view_images_save_and_load_round_trip(tmp_path):
+    cams = orthogonal_rig(20.0)
+    rng = np.random.default_rng(0)
+    images = (rng.integers(0, 256, (4, 16, 16, 4)) / 255.0).astype(np.float32)
+    views = ViewImages.from_cameras(images, cams)
+    back = ViewImages.load(views.save(tmp_path / "views.npz"))
+    np.testing.assert_allclose(back.images, images, atol=1e-6)  # 8-bit values survive exactly
+    np.testing.assert_array_equal(back.c2w, views.c2w)
+    np.testing.assert_array_equal(back.fov_deg, views.fov_deg)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.npz"):
+        ViewImages.load(tmp_path / "bad.npz")

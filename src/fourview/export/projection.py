@@ -22,7 +22,9 @@ worse than its neighbours' colour; with ``unseen = "field"``, the field's own co
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -62,6 +64,26 @@ class ViewImages:
             c2w=np.stack([c.c2w() for c in cameras]) if cameras else np.zeros((0, 4, 4)),
             fov_deg=np.array([c.fov_deg for c in cameras], dtype=np.float64),
         )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the views as a compressed ``.npz`` (RGBA as 8-bit, poses in float64)."""
+        path = Path(path)
+        rgba = np.round(np.clip(self.images, 0.0, 1.0) * 255.0).astype(np.uint8)
+        np.savez_compressed(path, rgba=rgba, c2w=np.asarray(self.c2w, np.float64), fov_deg=self.fov_deg)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ViewImages:
+        """Read views written by `save`.
+
+        Raises:
+            InputError: the file is missing or is not such a file.
+        """
+        try:
+            with np.load(path) as d:
+                return cls(d["rgba"].astype(np.float32) / 255.0, d["c2w"], d["fov_deg"])
+        except (OSError, KeyError, ValueError) as e:
+            raise InputError(f"cannot read projected views {path}: {' '.join(str(e).split())}") from None
 
     def mvp(self, i: int) -> np.ndarray:
         """[4, 4] object frame to clip space of view ``i`` (square images)."""

@@ -5,6 +5,8 @@ re-export the object (other formats, face budgets, texture sizes) without runnin
 
     reconstruction/config.json          the ReconConfig of the model (decoder and plane sizes)
     reconstruction/field.safetensors    planes [3, C, R, R], texture_planes (split configs), decoder.*
+    reconstruction/views.npz            the input views with their cameras, when they were projected
+                                        onto the texture (`fourview.export.projection.ViewImages`)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fourview.recon.decoder import TriplaneDecoder, TriplaneField
 
 FIELD_NAME = "field.safetensors"
 CONFIG_NAME = "config.json"
+VIEWS_NAME = "views.npz"
 
 
 def save_field(directory: str | Path, field: TriplaneField, config: ReconConfig, metadata: dict | None = None) -> Path:
