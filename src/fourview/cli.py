@@ -430,21 +430,14 @@ def export(reconstruction, out_path, preset, turntable, project_views, face_budg
 
     from fourview.export.extract import export_field
     from fourview.pipeline import export_preset
-    from fourview.recon.saved_field import VIEWS_NAME, load_field
+    from fourview.recon.saved_field import load_field, load_saved_views
 
     overrides = _export_overrides(
         face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
     )
     cfg = replace(export_preset(preset), **overrides)
     field_ = load_field(reconstruction)
-    views = None
-    saved = reconstruction / "reconstruction" / VIEWS_NAME
-    if project_views and not saved.is_file():
-        saved = reconstruction / VIEWS_NAME
-    if project_views and saved.is_file():  # the views the reconstruct command projected
-        from fourview.export.projection import ViewImages
-
-        views = ViewImages.load(saved)
+    views = load_saved_views(reconstruction) if project_views else None  # what reconstruct projected
     paths = [out_path, *(out_path.with_suffix(f".{fmt}") for fmt in formats)]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():

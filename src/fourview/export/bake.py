@@ -31,10 +31,10 @@ import torch
 from fourview.errors import InputError
 from fourview.export.projection import (
     ProjectionConfig,
+    SurfaceProjector,
     ViewImages,
     barycentric,
     face_normals,
-    project_colours,
     propagate_colours,
     vertex_normals,
 )
@@ -133,9 +133,10 @@ def bake_texture(
     covered = tri_id >= 0
     color = np.zeros((size, size, 3), dtype=np.float32)
     normals = face_normals(verts, faces) if views is not None else None
+    projector = SurfaceProjector.build(verts, faces, views, projection) if views is not None else None
     fallback = None  # [V, 3] vertex colours under the projection where the views see little
-    if views is not None and projection.unseen == "propagate":
-        at_verts = project_colours(verts, faces, verts, vertex_normals(verts, faces), views, projection)
+    if projector is not None and projection.unseen == "propagate":
+        at_verts = projector.colours(verts, vertex_normals(verts, faces))
         known = at_verts.weight >= projection.full_weight
         fallback = propagate_colours(verts, faces, at_verts.color, known, _query_color(field, verts, chunk, dev))
 
@@ -146,10 +147,9 @@ def bake_texture(
         else:
             bary = barycentric(points, verts, faces, tris)  # [N, 3]
             base = (bary[:, :, None] * fallback[faces[tris]]).sum(1).clip(0.0, 1.0).astype(np.float32)
-        if views is None:
+        if projector is None:
             return base
-        seen = project_colours(verts, faces, points, normals[tris], views, projection)
-        return seen.blend_over(base, projection.full_weight)
+        return projector.colours(points, normals[tris]).blend_over(base, projection.full_weight)
 
     color[covered] = colour_at(xyz[0].cpu().numpy()[covered], tri_id[covered])
 

@@ -166,6 +166,94 @@ def depth_map(verts: np.ndarray, faces: np.ndarray, mvp: np.ndarray, w2c: np.nda
     return np.ascontiguousarray(out[::-1])  # row 0 at the top
 
 
+@dataclass(frozen=True)
+class SurfaceProjector:
+    """The views prepared for projection onto one mesh: built once, queried for many points.
+
+    Attributes:
+        views: the images and their cameras.
+        config: settings.
+        depth: [V, H, W] the mesh's depth map from each view (`depth_map`), row 0 at the top.
+        usable: [V, H, W] bool, pixels whose colour may be used (alpha over the threshold, eroded).
+    """
+
+    views: ViewImages
+    config: ProjectionConfig
+    depth: np.ndarray
+    usable: np.ndarray
+
+    @classmethod
+    def build(
+        cls, verts: np.ndarray, faces: np.ndarray, views: ViewImages, config: ProjectionConfig = ProjectionConfig()
+    ) -> SurfaceProjector:
+        """Render the mesh's depth from every view and mark the usable pixels.
+
+        Args:
+            verts: [V, 3] mesh positions (object frame).
+            faces: [F, 3] vertex indices, counter-clockwise seen from outside.
+            views: the images and their cameras.
+            config: settings.
+
+        Raises:
+            InputError: views that are not square.
+        """
+        from scipy.ndimage import minimum_filter
+
+        h, w = views.images.shape[1:3]
+        if h != w:
+            raise InputError(f"projected views must be square, got {h}x{w}")
+        depth, usable = [], []
+        for i, image in enumerate(views.images):
+            depth.append(depth_map(verts, faces, views.mvp(i), np.linalg.inv(views.c2w[i]), h))
+            ok = image[..., 3] >= config.alpha_threshold
+            if config.erode_px > 0:
+                ok = minimum_filter(ok, size=2 * config.erode_px + 1, mode="constant", cval=False)
+            usable.append(ok)
+        shape = (0, h, w)
+        return cls(
+            views,
+            config,
+            np.stack(depth) if depth else np.zeros(shape),
+            np.stack(usable) if usable else np.zeros(shape, bool),
+        )
+
+    def colours(self, points: np.ndarray, normals: np.ndarray) -> ProjectedColours:
+        """Colours of surface points seen by the views.
+
+        Args:
+            points: [N, 3] points on (or within a texel of) the surface, object frame.
+            normals: [N, 3] unit outward normals at the points.
+        """
+        config, views = self.config, self.views
+        points = np.asarray(points, dtype=np.float64)
+        points_h = np.concatenate([points, np.ones((len(points), 1))], axis=1)  # [N, 4]
+        normals = np.asarray(normals, dtype=np.float64)
+        total = np.zeros(len(points), dtype=np.float64)
+        acc = np.zeros((len(points), 3), dtype=np.float64)
+        for i, image in enumerate(views.images):
+            h, w = image.shape[:2]
+            mvp, w2c = views.mvp(i), np.linalg.inv(views.c2w[i])
+            to_cam = views.c2w[i][None, :3, 3] - points  # [N, 3]
+            cos = (normals * to_cam).sum(1) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)  # [N]
+            clip = points_h @ mvp.T  # [N, 4]
+            ndc = clip[:, :3] / clip[:, 3:4]
+            col, row = (ndc[:, 0] + 1.0) * 0.5 * w, (1.0 - ndc[:, 1]) * 0.5 * h  # continuous pixel coordinates
+            ahead = -(points_h @ w2c.T)[:, 2]  # [N] distance along the viewing axis
+            ci, ri = np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
+            inside = (ci >= 0) & (ci < w) & (ri >= 0) & (ri < h) & (cos >= config.min_cos)
+            ci, ri = np.clip(ci, 0, w - 1), np.clip(ri, 0, h - 1)
+            # Visible when no surface lies in front of the point along its pixel's ray.
+            seen = inside & (ahead <= self.depth[i][ri, ci] + config.depth_tolerance) & self.usable[i][ri, ci]
+            if not seen.any():
+                continue
+            color = _bilinear(image[..., :3], col[seen] - 0.5, row[seen] - 0.5)  # [M, 3]
+            wgt = cos[seen] ** config.power
+            acc[seen] += wgt[:, None] * color
+            total[seen] += wgt
+        color = np.where(total[:, None] > 0, acc / np.maximum(total, 1e-12)[:, None], 0.0)
+        return ProjectedColours(color=color.astype(np.float32), weight=total.astype(np.float32))
+
+
 def project_colours(
     verts: np.ndarray,
     faces: np.ndarray,
@@ -174,7 +262,7 @@ def project_colours(
     views: ViewImages,
     config: ProjectionConfig = ProjectionConfig(),
 ) -> ProjectedColours:
-    """Colours of surface points seen by the views.
+    """Colours of surface points seen by the views (one query; `SurfaceProjector` for several).
 
     Args:
         verts: [V, 3] mesh positions (object frame), for the visibility depth maps.
@@ -183,45 +271,8 @@ def project_colours(
         normals: [N, 3] unit outward normals at the points.
         views: the images and their cameras.
         config: settings.
-
-    Returns:
-        `ProjectedColours`.
     """
-    from scipy.ndimage import minimum_filter
-
-    points = np.asarray(points, dtype=np.float64)
-    points_h = np.concatenate([points, np.ones((len(points), 1))], axis=1)  # [N, 4]
-    normals = np.asarray(normals, dtype=np.float64)
-    total = np.zeros(len(points), dtype=np.float64)
-    acc = np.zeros((len(points), 3), dtype=np.float64)
-    for i, image in enumerate(views.images):
-        h, w = image.shape[:2]
-        if h != w:
-            raise InputError(f"projected views must be square, got {h}x{w}")
-        mvp, w2c = views.mvp(i), np.linalg.inv(views.c2w[i])
-        to_cam = views.c2w[i][None, :3, 3] - points  # [N, 3]
-        cos = (normals * to_cam).sum(1) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)  # [N]
-        usable = image[..., 3] >= config.alpha_threshold
-        if config.erode_px > 0:
-            usable = minimum_filter(usable, size=2 * config.erode_px + 1, mode="constant", cval=False)
-        depth = depth_map(verts, faces, mvp, w2c, h)  # [H, W]
-        clip = points_h @ mvp.T  # [N, 4]
-        ndc = clip[:, :3] / clip[:, 3:4]
-        col, row = (ndc[:, 0] + 1.0) * 0.5 * w, (1.0 - ndc[:, 1]) * 0.5 * h  # continuous pixel coordinates
-        ahead = -(points_h @ w2c.T)[:, 2]  # [N] distance along the viewing axis
-        ci, ri = np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
-        inside = (ci >= 0) & (ci < w) & (ri >= 0) & (ri < h) & (cos >= config.min_cos)
-        ci, ri = np.clip(ci, 0, w - 1), np.clip(ri, 0, h - 1)
-        # Visible when no surface lies in front of the point along its pixel's ray.
-        seen = inside & (ahead <= depth[ri, ci] + config.depth_tolerance) & usable[ri, ci]
-        if not seen.any():
-            continue
-        color = _bilinear(image[..., :3], col[seen] - 0.5, row[seen] - 0.5)  # [M, 3]
-        wgt = cos[seen] ** config.power
-        acc[seen] += wgt[:, None] * color
-        total[seen] += wgt
-    color = np.where(total[:, None] > 0, acc / np.maximum(total, 1e-12)[:, None], 0.0)
-    return ProjectedColours(color=color.astype(np.float32), weight=total.astype(np.float32))
+    return SurfaceProjector.build(verts, faces, views, config).colours(points, normals)
 
 
 def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:

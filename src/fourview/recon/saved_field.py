@@ -48,9 +48,7 @@ def load_field(directory: str | Path, device: str | torch.device = "cpu") -> Tri
     Raises:
         InputError: the folder or its files are missing or unreadable.
     """
-    folder = Path(directory)
-    if (folder / "reconstruction" / FIELD_NAME).is_file():
-        folder = folder / "reconstruction"
+    folder = _reconstruction_folder(directory)
     if not (folder / FIELD_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
         raise InputError(f"no saved reconstruction in {directory} (expected {FIELD_NAME} and {CONFIG_NAME})")
     try:
@@ -74,3 +72,24 @@ def load_field(directory: str | Path, device: str | torch.device = "cpu") -> Tri
         raise InputError(f"{folder / FIELD_NAME} holds no planes")
     decoder.eval()
     return TriplaneField(decoder, tensors["planes"], tensors.get("texture_planes"))
+
+
+def load_saved_views(directory: str | Path):
+    """The views saved beside a field (``views.npz``), or None when none were saved.
+
+    Returns:
+        a `fourview.export.projection.ViewImages`, or None.
+
+    Raises:
+        InputError: the file exists but cannot be read.
+    """
+    from fourview.export.projection import ViewImages
+
+    path = _reconstruction_folder(directory) / VIEWS_NAME
+    return ViewImages.load(path) if path.is_file() else None
+
+
+def _reconstruction_folder(directory: str | Path) -> Path:
+    """``directory`` itself, or its ``reconstruction/`` when it is a ``fourview reconstruct`` output folder."""
+    folder = Path(directory)
+    return folder / "reconstruction" if (folder / "reconstruction" / FIELD_NAME).is_file() else folder
