@@ -53,6 +53,19 @@ def test_sdf_decoder_is_signed_and_unsquashed():
     assert out.sdf.min() < -1.0  # not squashed to a range
 
 
+def test_deformation_head_only_for_sdf_decoders():
+    for split in (None, 4):
+        dec = TriplaneDecoder(
+            DecoderConfig(geometry="sdf", deformation=True), plane_channels=4, texture_channels=split
+        )
+        tex = None if split is None else _feats(7)
+        out = dec(_feats(7), tex)
+        assert out.sdf.shape == (7,) and out.deform.shape == (7, 3) and out.rgb.shape == (7, 3)
+    assert TriplaneDecoder(DecoderConfig(geometry="sdf"), plane_channels=4)(_feats(7)).deform is None
+    with pytest.raises(InputError, match="deformation needs geometry='sdf'"):
+        DecoderConfig(geometry="density", deformation=True)
+
+
 def test_sum_merge_is_symmetric_in_the_planes_and_concat_is_not():
     f = _feats(50)
     perm = f[:, [2, 0, 1]]

@@ -123,6 +123,8 @@ def test_dmtet_render_shapes_and_gradients():
     (r.rgb.mean() + r.opacity.mean()).backward()
     assert float(model.unet.head.conv.weight.grad.abs().sum()) > 0  # texture planes' head
     assert float(model.unet.geometry_head.conv.weight.grad.abs().sum()) > 0  # geometry planes' head
+    deform_rows = model.decoder.geometry_mlp[-1].weight.grad[1:]  # the deformation head's output rows
+    assert deform_rows.shape[0] == 3 and float(deform_rows.abs().sum()) > 0
     # A pixel subset is gathered from the full render.
     with torch.no_grad():
         full = model.render(out, [orthogonal_rig()[:1]], 16)
@@ -206,6 +208,32 @@ def test_stage_b_init_from_stage_a_maps_the_decoder(tmp_path):
     torch.testing.assert_close(db.sdf, math.log(iso) - torch.log(da.density), atol=1e-5, rtol=1e-5)
     # Mapped out: the SDF is negative exactly where the density is above the iso level.
     assert torch.equal(db.sdf < 0, da.density > iso)
+    # The deformation head starts at zero: stage B's first mesh lies on the regular grid.
+    assert db.deform.shape == (50, 3) and torch.equal(db.deform, torch.zeros(50, 3))
+
+
+def test_dmtet_mesh_moves_with_the_deformation_head():
+    model = _model("dmtet", seed=6)
+    out = model(_views(1), 20.0)
+    with torch.no_grad():
+        random_deform, _ = model.renderer.mesh(model.decoder, out, 0)
+        last = model.decoder.geometry_mlp[-1]
+        last.weight[1:], last.bias[1:] = 0.0, 0.0
+        flat, faces_flat = model.renderer.mesh(model.decoder, out, 0)  # zero deformation: the regular grid
+        last.bias[1:] = torch.tensor([10.0, 0.0, 0.0])  # tanh -> 1: every grid vertex moves +x by half a cell
+        moved, faces_moved = model.renderer.mesh(model.decoder, out, 0)
+    assert not torch.allclose(random_deform, flat)  # the random head did deform the grid
+    half_cell = 0.5 * model.renderer.grid(flat.device).cell_size
+    assert torch.equal(faces_moved, faces_flat)  # same SDF at the vertices: same topology
+    inside = flat[:, 0] < 1.0 - half_cell  # vertices at the +x face of the cube stay in it
+    assert int(inside.sum()) > 0
+    torch.testing.assert_close(
+        moved[inside] - flat[inside],
+        torch.tensor([half_cell, 0.0, 0.0]).expand(int(inside.sum()), 3),
+        atol=1e-5,
+        rtol=0,
+    )
+    assert float(moved.abs().max()) <= 1.0
 
 
 def test_field_is_a_surface_field():

@@ -149,10 +149,11 @@ def recon_preset(
         raise InputError(f"renderer must be 'volume' or 'dmtet', got {renderer!r}")
     split = renderer == "dmtet"
     geometry: Literal["density", "sdf"] = "density" if renderer == "volume" else "sdf"
+    deformation = renderer == "dmtet"  # stage B: SDF plus a deformation per tet-grid vertex
     if name == "full":
         return ReconConfig(
             unet=full_config(split_planes=split),
-            decoder=DecoderConfig(hidden_channels=64, hidden_layers=4, geometry=geometry),
+            decoder=DecoderConfig(hidden_channels=64, hidden_layers=4, geometry=geometry, deformation=deformation),
             renderer=renderer,
             render_resolution=512 if split else 128,
             samples_per_ray=128,
@@ -161,7 +162,7 @@ def recon_preset(
     if name == "demo":
         return ReconConfig(
             unet=demo_config(split_planes=split),
-            decoder=DecoderConfig(hidden_channels=32, hidden_layers=2, geometry=geometry),
+            decoder=DecoderConfig(hidden_channels=32, hidden_layers=2, geometry=geometry, deformation=deformation),
             renderer=renderer,
             render_resolution=64,
             samples_per_ray=48,
@@ -170,7 +171,7 @@ def recon_preset(
     if name == "tiny":
         return ReconConfig(
             unet=tiny_config(split_planes=split),
-            decoder=DecoderConfig(hidden_channels=8, hidden_layers=1, geometry=geometry),
+            decoder=DecoderConfig(hidden_channels=8, hidden_layers=1, geometry=geometry, deformation=deformation),
             renderer=renderer,
             render_resolution=16,
             samples_per_ray=8,

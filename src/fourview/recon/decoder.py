@@ -6,7 +6,10 @@ XY, ZY, XZ, as `fourview.recon.triplane.sample_triplane` returns them) to
 * geometry: a density (volumetric stage A, the seed's exponential activation
   ``density = exp(clamp(raw, -c, c))``, per object-frame unit length) or a signed distance (DMTet
   stage B, negative inside, object-frame units), as ``DecoderConfig.geometry`` says;
-* colour: sRGB in [0, 1] through a sigmoid.
+* colour: sRGB in [0, 1] through a sigmoid;
+* with ``DecoderConfig.deformation`` (SDF decoders, DMTet stage B): an unbounded 3-vector per point,
+  the DMTet vertex offset before `fourview.recon.dmtet.deform_vertices` bounds it (the seed's
+  "SDF plus deformation per vertex"). It comes from the geometry features, like the SDF.
 
 With split planes (stage B) the geometry comes from the geometry planes and the colour from the
 texture planes, through two separate MLPs; otherwise one trunk feeds both outputs.
@@ -48,6 +51,8 @@ class DecoderConfig:
     """The raw density output is clamped to [-c, c] before ``exp`` (no overflow, no zero gradients below)."""
     density_iso: float = 10.0
     """Density of the surface, per unit length: ``TriplaneField.sdf`` of a density decoder is zero there."""
+    deformation: bool = False
+    """Also predict DMTet's per-vertex deformation (geometry "sdf" only; the stage-B presets turn it on)."""
 
     def __post_init__(self) -> None:
         if self.hidden_channels < 1 or self.hidden_layers < 1:
@@ -64,6 +69,8 @@ class DecoderConfig:
                 f"DecoderConfig needs density_log_clamp > 0 and density_iso > 0, "
                 f"got {self.density_log_clamp} and {self.density_iso}"
             )
+        if self.deformation and self.geometry != "sdf":
+            raise InputError("DecoderConfig.deformation needs geometry='sdf' (the DMTet stage)")
 
 
 @dataclass
@@ -74,11 +81,13 @@ class DecoderOutput:
         density: [...] volume density >= 0, per object-frame unit length (geometry "density").
         sdf: [...] signed distance, negative inside, object-frame units (geometry "sdf").
         rgb: [..., 3] sRGB colour in (0, 1).
+        deform: [..., 3] unbounded DMTet vertex offset (``DecoderConfig.deformation``), else None.
     """
 
     rgb: torch.Tensor
     density: torch.Tensor | None = None
     sdf: torch.Tensor | None = None
+    deform: torch.Tensor | None = None
 
 
 def _mlp(in_ch: int, hidden: int, layers: int, out_ch: int) -> nn.Sequential:
@@ -104,12 +113,14 @@ class TriplaneDecoder(nn.Module):
         self.plane_channels, self.texture_channels = plane_channels, texture_channels
         width = 3 if config.merge == "concat" else 1
         hid, n = config.hidden_channels, config.hidden_layers
+        deform = 3 if config.deformation else 0
         if texture_channels is None:
-            self.trunk = _mlp(width * plane_channels, hid, n, 4)  # geometry raw + 3 colour logits
+            # geometry raw + 3 colour logits (+ 3 deformation)
+            self.trunk = _mlp(width * plane_channels, hid, n, 4 + deform)
             self.geometry_mlp = self.texture_mlp = None
         else:
             self.trunk = None
-            self.geometry_mlp = _mlp(width * plane_channels, hid, n, 1)
+            self.geometry_mlp = _mlp(width * plane_channels, hid, n, 1 + deform)  # raw (+ 3 deformation)
             self.texture_mlp = _mlp(width * texture_channels, hid, n, 3)
 
     @classmethod
@@ -140,18 +151,19 @@ class TriplaneDecoder(nn.Module):
         if self.trunk is not None:
             if texture_features is not None:
                 raise InputError("this decoder reads one set of planes; texture_features must be None")
-            out = self.trunk(x)  # [..., 4]
-            raw, rgb_logit = out[..., 0], out[..., 1:]
+            out = self.trunk(x)  # [..., 4 (+ 3)]
+            raw, rgb_logit, deform = out[..., 0], out[..., 1:4], out[..., 4:]
         else:
             if texture_features is None:
                 raise InputError("this decoder reads split planes; texture_features are required")
-            raw = self.geometry_mlp(x)[..., 0]  # [...]
+            geo = self.geometry_mlp(x)  # [..., 1 (+ 3)]
+            raw, deform = geo[..., 0], geo[..., 1:]
             rgb_logit = self.texture_mlp(self._merge(texture_features, self.texture_channels, "texture_features"))
         rgb = torch.sigmoid(rgb_logit)  # [..., 3]
         if cfg.geometry == "density":
             c = cfg.density_log_clamp
             return DecoderOutput(rgb=rgb, density=torch.exp(raw.clamp(-c, c)))
-        return DecoderOutput(rgb=rgb, sdf=raw)
+        return DecoderOutput(rgb=rgb, sdf=raw, deform=deform if cfg.deformation else None)
 
 
 def decode_triplane(
@@ -230,7 +242,7 @@ class TriplaneField:
             parts = [getattr(o, name) for o in outs]
             return None if parts[0] is None else torch.cat(parts, dim=1)[0]
 
-        return DecoderOutput(rgb=cat("rgb"), density=cat("density"), sdf=cat("sdf"))
+        return DecoderOutput(rgb=cat("rgb"), density=cat("density"), sdf=cat("sdf"), deform=cat("deform"))
 
     def sdf(self, xyz: torch.Tensor) -> torch.Tensor:
         """[N, 3] points -> [N] signed distance, negative inside.

@@ -154,7 +154,7 @@ def make_tet_grid(resolution: int, device: str | torch.device = "cpu") -> TetGri
 
 
 def deform_vertices(grid: TetGrid, deform: torch.Tensor, max_fraction: float = 0.5) -> torch.Tensor:
-    """DMTet's bounded vertex offsets: ``verts + max_fraction * cell_size * tanh(deform)``.
+    """DMTet's bounded vertex offsets: ``verts + max_fraction * cell_size * tanh(deform)``, in the cube.
 
     Args:
         grid: the tetrahedral grid.
@@ -163,11 +163,13 @@ def deform_vertices(grid: TetGrid, deform: torch.Tensor, max_fraction: float = 0
             keeps neighbouring vertices from crossing).
 
     Returns:
-        [V, 3] deformed vertex positions, differentiable w.r.t. ``deform``.
+        [V, 3] deformed vertex positions, clamped to the grid's cube [-1, 1]^3 (the triplanes'
+        domain; boundary vertices do not move out), differentiable w.r.t. ``deform`` inside it.
     """
     if deform.shape != grid.verts.shape:
         raise ValueError(f"deform must have shape {tuple(grid.verts.shape)}, got {tuple(deform.shape)}")
-    return grid.verts.to(deform.dtype) + max_fraction * grid.cell_size * torch.tanh(deform)
+    moved = grid.verts.to(deform.dtype) + max_fraction * grid.cell_size * torch.tanh(deform)
+    return moved.clamp(-1.0, 1.0)
 
 
 def marching_tetrahedra(

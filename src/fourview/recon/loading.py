@@ -160,7 +160,8 @@ def load_init_weights(model, name_or_path: str | Path) -> InitReport:
     the shapes fit, the texture MLP's output layer takes the trunk's three colour rows, and the
     geometry MLP's output layer takes the trunk's density row as an SDF-like level function:
     ``sdf ~ log(density_iso) - raw`` (zero where the density is ``density_iso``, negative inside),
-    i.e. the weights negated and the bias ``log(density_iso) - b``. The texture head of a split
+    i.e. the weights negated and the bias ``log(density_iso) - b``; its deformation rows (if any)
+    start at zero, so stage B starts from stage A's surface on the regular grid. The texture head of a split
     U-Net takes the single head's weights when shapes fit (same names). Everything else (e.g. the
     geometry head of a split U-Net at a lower resolution) keeps its fresh initialisation.
 
@@ -205,9 +206,11 @@ def load_init_weights(model, name_or_path: str | Path) -> InitReport:
             if parts[1] == "texture_mlp" and src[1:4].shape == v.shape:
                 new_state[k] = src[1:4]
                 report.mapped.append(k)
-            elif parts[1] == "geometry_mlp" and src[0:1].shape == v.shape:
+            elif parts[1] == "geometry_mlp" and src[0:1].shape[1:] == v.shape[1:]:
                 iso = math.log(source_cfg.decoder.density_iso)
-                new_state[k] = iso - src[0:1] if kind == "bias" else -src[0:1]
+                mapped = torch.zeros_like(v)  # rows after the first: the deformation head, zero = none
+                mapped[0:1] = iso - src[0:1] if kind == "bias" else -src[0:1]
+                new_state[k] = mapped
                 report.mapped.append(k)
     report.skipped = [k for k in target if k not in new_state]
     merged = dict(target)

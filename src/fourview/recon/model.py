@@ -13,8 +13,9 @@ renderer chosen by ``ReconConfig.renderer`` through one explicit factory, `make_
 * ``"dmtet"`` (stage B): the decoder's SDF at the vertices of a regular tetrahedral grid of
   ``tet_grid_resolution`` cells per side (`fourview.recon.dmtet.make_tet_grid`), marching
   tetrahedra, then `fourview.recon.render_mesh.render_mesh` with the field's colour at the surface
-  points. The DMTet deformation is kept at zero: the decoder has no deformation head, so the grid
-  is regular (surface vertices still move with the SDF along the grid edges). The mesh renderer
+  points. With ``DecoderConfig.deformation`` (the stage-B presets) the decoder's deformation at
+  each grid vertex moves it by up to half a cell (`fourview.recon.dmtet.deform_vertices`) before
+  the surface is extracted; without it the grid stays regular. The mesh renderer
   takes look-at cameras, so c2w matrices given to this renderer must be look-at-the-origin
   cameras (those of the dataset renderer are), else `InputError`.
 
@@ -261,10 +262,10 @@ class DMTetRenderer:
 
         field = _field(decoder, out, index)
         grid = self.grid(out.planes.device)
-        sdf = field.query(grid.verts.to(out.planes.dtype)).sdf  # [V]
-        if sdf is None:
+        at_verts = field.query(grid.verts.to(out.planes.dtype))
+        if at_verts.sdf is None:
             raise InputError("the DMTet renderer needs an SDF decoder (DecoderConfig.geometry='sdf')")
-        return dmtet_mesh(grid, sdf, deform=None)
+        return dmtet_mesh(grid, at_verts.sdf, deform=at_verts.deform)  # sdf [V], deform [V, 3] or None
 
     def __call__(
         self,
