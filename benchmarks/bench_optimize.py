@@ -216,7 +216,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 result = optimize_field(views, cfg, progress=False)
                 t_opt = time.perf_counter() - t0
-                posed = ViewImages(views.images, views.c2w, views.fov_deg)
+                posed = views.for_projection()
                 row["ours"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours", posed)
                 row["ours"].update(time_s=time.perf_counter() - t0, optimize_s=t_opt, load=os.getloadavg()[0])
                 # The same fit with the field's own colours (--no-project-views), for comparison.

@@ -30,7 +30,7 @@ from fourview.cameras import DEFAULT_ELEVATION_DEG, orthogonal_rig
 from fourview.errors import InputError
 from fourview.export.extract import ExportConfig, ExportResult, export_field
 from fourview.export.projection import ViewImages
-from fourview.images import composite_on_white, write_png
+from fourview.images import WHITE_ALPHA_HIGH, composite_on_white, write_png
 from fourview.recon.saved_field import VIEWS_NAME
 from fourview.views import check_views, grid_image, views_to_model_input
 
@@ -286,7 +286,7 @@ def optimize_views(
     )
     return _write_asset_folder(
         out, result.field, result.config, _views_sheet(composite_on_white(views.images)),
-        ViewImages(views.images, views.c2w, views.fov_deg), export_cfg, settings,
+        views.for_projection(), export_cfg, settings,
         {"method": job_meta["method"], "recon": recon}, job_meta, extra_meta, timings,
     )  # fmt: skip
 
@@ -300,7 +300,7 @@ def _with_alpha(views: np.ndarray) -> np.ndarray:
     if views.shape[-1] == 4 and float(views[..., 3].min()) < 1.0:
         return views.astype(np.float32)
     rgb = views[..., :3]
-    alpha = (1.0 - rgb.min(axis=-1)) > 0.08  # [V, H, W] clearly not white
+    alpha = (1.0 - rgb.min(axis=-1)) > WHITE_ALPHA_HIGH  # [V, H, W] clearly not white
     return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
 
 

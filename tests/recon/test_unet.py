@@ -266,6 +266,11 @@ def test_recon_config_rejects_unknown_missing_and_mistyped_keys():
     del missing["renderer"]
     with pytest.raises(InputError, match="missing key"):
         ReconConfig.from_dict(missing)
+    # A key added after weights were shipped may be missing from their config: it takes its default.
+    old_decoder = {k: v for k, v in data["decoder"].items() if k != "deformation"}
+    assert ReconConfig.from_dict({**data, "decoder": old_decoder}).decoder.deformation is False
+    with pytest.raises(InputError, match=r"decoder: missing key\(s\) \['hidden_layers'\]"):
+        ReconConfig.from_dict({**data, "decoder": {k: v for k, v in old_decoder.items() if k != "hidden_layers"}})
     with pytest.raises(InputError, match=r"unet\.resolution must be int"):
         ReconConfig.from_dict({**data, "unet": {**data["unet"], "resolution": "16"}})
     with pytest.raises(InputError, match="renderer"):

@@ -35,6 +35,7 @@ import torch
 import fourview
 from fourview.cameras import grid_to_views
 from fourview.errors import InputError
+from fourview.images import WHITE_ALPHA_HIGH, WHITE_ALPHA_LOW
 from fourview.mvgen.blobs import blob_image, check_strength, decode_latents, encode_images
 from fourview.mvgen.image_prompt import ImagePromptConfig, background_regions, conditioning_grid
 
@@ -61,13 +62,10 @@ world's rig renders (1600 views) has a standard deviation of 0.16 (x) and 0.18 (
 side about its centroid, which sits at the view's centre (0.500, 0.499)."""
 BLOB_STRENGTH: float = 1.0
 """Default start strength: 1.0 starts from pure noise (blob off); below 1 the blob start is on."""
-ALPHA_LOW: float = 0.03
-"""`white_to_alpha`: distance from white (1 - min RGB) below which border-connected pixels are clear."""
-ALPHA_HIGH: float = 0.08
-"""`white_to_alpha`: distance from white above which a pixel is fully opaque. With (0.03, 0.08) the
-alpha of 1200 rig renders of the synthetic world, recovered from their composite on white, has a
-mean mask IoU of 0.989 with the true alpha (the misses are white objects on the white background:
-"white" is 235 in `fourview.data.synthetic.COLOURS`)."""
+ALPHA_LOW: float = WHITE_ALPHA_LOW
+"""`white_to_alpha`'s default ``low`` (`fourview.images.WHITE_ALPHA_LOW`)."""
+ALPHA_HIGH: float = WHITE_ALPHA_HIGH
+"""`white_to_alpha`'s default ``high`` (`fourview.images.WHITE_ALPHA_HIGH`)."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -81,6 +81,11 @@ class ReconConfig:
         return cls.from_dict(data)
 
 
+# Keys added to a config after weights with it were shipped: a saved config without them takes the
+# field's default (which keeps the old behaviour); every other key must be present.
+_ADDED_KEYS: dict[str, set[str]] = {"DecoderConfig": {"deformation"}}
+
+
 def _from_dict(cls: type, data: Any, where: str) -> Any:
     """Build dataclass ``cls`` from ``data``; nested dataclasses recursively, lists to tuples."""
     if not isinstance(data, dict):
@@ -89,7 +94,7 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise InputError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    missing = sorted(set(fields) - set(data))
+    missing = sorted(set(fields) - set(data) - _ADDED_KEYS.get(cls.__name__, set()))
     if missing:
         raise InputError(f"{where}: missing key(s) {missing}")
     hints = typing.get_type_hints(cls)

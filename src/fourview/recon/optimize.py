@@ -52,7 +52,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from fourview.errors import InputError
 from fourview.recon.config import ReconConfig
 from fourview.recon.decoder import DecoderConfig, TriplaneDecoder, TriplaneField
 from fourview.recon.triplane import sample_triplane
+
+if TYPE_CHECKING:
+    from fourview.export.projection import ViewImages
 
 __all__ = [
     "OptimizeConfig",
@@ -105,6 +108,12 @@ class ViewSet:
     def resolution(self) -> tuple[int, int]:
         """(H, W) of the images."""
         return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def for_projection(self) -> ViewImages:
+        """The same posed views as the texture projection takes them (`fourview.export.projection`)."""
+        from fourview.export.projection import ViewImages
+
+        return ViewImages(self.images, self.c2w, self.fov_deg)
 
 
 def check_view_set(views: ViewSet) -> None:
