@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--blob-strength", type=float, default=None)
     ap.add_argument("--blob-sigma", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0, help="sampler seed of every prompt")
+    ap.add_argument("--candidates", type=int, default=None, help="best-of-K sampling (default: GenerateSettings)")
     ap.add_argument("--resolution", type=int, default=32, help="voxel grid")
     ap.add_argument("--dilation", type=int, default=0, help="voxel dilation (both sides)")
     ap.add_argument("--threads", type=int, default=2)
@@ -105,7 +106,7 @@ def main() -> None:
     from fourview.pipeline import GenerateSettings, generate_asset
 
     given = {"steps": args.steps, "guidance_scale": args.guidance, "blob_strength": args.blob_strength,
-             "blob_sigma": args.blob_sigma}  # fmt: skip
+             "blob_sigma": args.blob_sigma, "candidates": args.candidates}  # fmt: skip
     settings = GenerateSettings(
         seed=args.seed, turntable_frames=0, **{k: v for k, v in given.items() if v is not None}
     )

@@ -360,14 +360,18 @@ def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, opti
 @click.option("--blob-strength", type=float, default=1.0, show_default=True, help="Start strength; 1 = pure noise.")
 @click.option("--elevation", type=float, default=20.0, show_default=True, help="Elevation of the rig, degrees.")
 @click.option(
+    "--candidates", type=int, default=1, show_default=True,
+    help="Best of K: draw K grids, keep the one the prompt explains best.",
+)  # fmt: skip
+@click.option(
     "--turntable", "turntable_frames", type=int, default=24, show_default=True, help="turntable.gif frames (0: none)."
 )
 @click.option("--device", default="cpu", show_default=True)
 @_project_views_option
 @_export_options
 def generate(prompt, out_dir, seed, steps, guidance, negative_prompt, image, mvgen, lora, student, recon, size,
-             blob_sigma, blob_strength, elevation, turntable_frames, device, project_views, face_budget, texture_size,
-             grid_resolution, method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
+             blob_sigma, blob_strength, elevation, candidates, turntable_frames, device, project_views, face_budget,
+             texture_size, grid_resolution, method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
     """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
     import diffusers
     import transformers
@@ -383,7 +387,7 @@ def generate(prompt, out_dir, seed, steps, guidance, negative_prompt, image, mvg
         seed=seed, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, size=size,
         blob_sigma=blob_sigma, blob_strength=blob_strength, elevation_deg=elevation, export_overrides=overrides,
         formats=tuple(formats), turntable_frames=turntable_frames, device=device, lora=lora, student=student,
-        project_views=project_views,
+        project_views=project_views, candidates=candidates,
     )  # fmt: skip
     result = generate_asset(prompt, out_dir, mvgen, recon, image, settings)
     t = result.timings

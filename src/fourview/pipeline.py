@@ -358,6 +358,8 @@ class GenerateSettings:
         lora: LoRA weights for the generator, or None.
         student: few-step student for the generator (``demo`` or a folder), or None.
         project_views: see `ReconstructSettings`.
+        candidates: best-of-K sampling: K grids drawn, the one the prompt explains best kept
+            (`fourview.mvgen.rerank`); 1: one draw.
     """
 
     seed: int = 0
@@ -376,6 +378,7 @@ class GenerateSettings:
     lora: str | None = None
     student: str | None = None
     project_views: bool = True
+    candidates: int = 1
 
 
 @dataclass
@@ -453,6 +456,8 @@ def generate_asset(
         raise InputError(f"elevation must be in [-90, 90] degrees, got {s.elevation_deg}")
     if s.turntable_frames < 0:
         raise InputError(f"turntable frames must be >= 0, got {s.turntable_frames}")
+    if s.candidates < 1:
+        raise InputError(f"candidates must be >= 1, got {s.candidates}")
     photo = read_rgba(image) if isinstance(image, (str, os.PathLike)) else image
     recon_folder = resolve_pretrained(resolve_recon(recon))  # fail on a bad reconstructor before sampling
     if not (recon_folder / CONFIG_NAME).is_file():
@@ -481,6 +486,7 @@ def generate_asset(
         blob_sigma=s.blob_sigma,
         blob_strength=s.blob_strength,
         image=photo,
+        candidates=s.candidates,
     )
     timings["mvgen_s"] = time.perf_counter() - t0
     views = result.views[0]  # [4, h, w, 4]
@@ -488,6 +494,8 @@ def generate_asset(
         "prompt": prompt,
         "negative_prompt": s.negative_prompt,
         "seed": s.seed,
+        "candidates": s.candidates,
+        "kept_seed": result.seeds[0],
         "steps": steps,
         "guidance_scale": guidance,
         "grid_size": int(result.grids.shape[1]),

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fourview.cli import main
-from fourview.mvgen.pipeline import DEMO_MVGEN
+from fourview.mvgen.pipeline import CANDIDATE_SEED_STRIDE, DEMO_MVGEN
 from tests.mvgen.test_pipeline import save_tiny, tiny_pipeline
 
 FAST = ["--steps", "2", "--grid", "32", "--texture-size", "64", "--faces", "2000"]
@@ -32,7 +32,22 @@ def run(args, capsys):
 def test_generate_writes_the_asset_folder(tiny_mvgen, tmp_path, capsys):
     out = tmp_path / "out" / "mug"
     code, stdout, err = run(
-        ["generate", "a red mug", "-o", out, "--mvgen", tiny_mvgen, "--seed", 7, "--turntable", 4, *FAST], capsys
+        [
+            "generate",
+            "a red mug",
+            "-o",
+            out,
+            "--mvgen",
+            tiny_mvgen,
+            "--seed",
+            7,
+            "--turntable",
+            4,
+            "--candidates",
+            2,
+            *FAST,
+        ],
+        capsys,
     )
     assert code == 0, err
     names = {p.name for p in out.iterdir()}
@@ -45,6 +60,7 @@ def test_generate_writes_the_asset_folder(tiny_mvgen, tmp_path, capsys):
         assert im.n_frames == 4
     meta = json.loads((out / "meta.json").read_text())
     assert meta["prompt"] == "a red mug" and meta["seed"] == 7 and meta["steps"] == 2
+    assert meta["candidates"] == 2 and meta["kept_seed"] in (7, 7 + CANDIDATE_SEED_STRIDE)
     assert meta["mvgen"] == str(tiny_mvgen) and meta["recon"] == "demo" and meta["grid_size"] == 64
     for stage in ("load_mvgen_s", "mvgen_s", "load_recon_s", "reconstruct_s", "export_s", "turntable_s"):
         assert meta["timings_s"][stage] >= 0.0
@@ -88,6 +104,7 @@ def test_generate_from_a_photo(tiny_mvgen, tmp_path, capsys):
         (["generate", "a red mug", "-o", "{out}", "--mvgen", "{mvgen}", "--steps", "0"], "steps"),
         (["generate", "a red mug", "-o", "{out}", "--mvgen", "{mvgen}", "--blob-strength", "0"], "strength"),
         (["generate", "a red mug", "-o", "{out}", "--elevation", "100"], "elevation"),
+        (["generate", "a red mug", "-o", "{out}", "--candidates", "0"], "candidates"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, needle, tiny_mvgen, tmp_path, capsys):
@@ -140,6 +157,7 @@ def test_command_defaults_are_the_library_defaults():
     assert defaults["blob_sigma"] == lib.blob_sigma and defaults["blob_strength"] == lib.blob_strength
     assert defaults["turntable_frames"] == lib.turntable_frames and defaults["elevation"] == lib.elevation_deg
     assert defaults["mvgen"] == "demo" and defaults["recon"] == "demo" and defaults["seed"] == lib.seed
+    assert defaults["candidates"] == lib.candidates == 1
 
 
 def test_generate_asset_with_a_loaded_pipeline(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from fourview.errors import InputError
 from fourview.images import composite_on_white
-from fourview.mvgen.pipeline import ALPHA_LOW, DEMO_MVGEN, MultiViewPipeline, white_to_alpha
+from fourview.mvgen.pipeline import ALPHA_LOW, CANDIDATE_SEED_STRIDE, DEMO_MVGEN, MultiViewPipeline, white_to_alpha
 
 STEPS = 3
 
@@ -83,6 +83,67 @@ def test_batch_matches_single_images(pipe):
     assert per_prompt.seeds == [10, 11] and per_prompt.prompts == ["a red mug"] * 2
     second = pipe("a red mug", num_inference_steps=STEPS, seed=11)
     torch.testing.assert_close(per_prompt.latents[1:], second.latents, rtol=1e-4, atol=1e-4)
+
+
+def test_best_of_k_keeps_the_best_aligned_candidate_and_its_seed(pipe):
+    out = pipe(["a red mug", "a blue car"], num_inference_steps=STEPS, seed=[4, 9], candidates=3)
+    assert out.alignment.shape == (2, 3) and out.latents.shape[0] == 2 and out.views.shape[0] == 2
+    assert len(set(out.alignment[0].tolist())) == 3  # the candidates differ
+    for i, (prompt, seed) in enumerate([("a red mug", 4), ("a blue car", 9)]):
+        best = int(np.argmax(out.alignment[i]))
+        assert out.seeds[i] == seed + best * CANDIDATE_SEED_STRIDE
+        alone = pipe(prompt, num_inference_steps=STEPS, seed=out.seeds[i])  # the kept draw, drawn alone
+        assert alone.alignment is None
+        torch.testing.assert_close(out.latents[i : i + 1], alone.latents, rtol=1e-4, atol=1e-4)
+    one = pipe("a red mug", num_inference_steps=STEPS, seed=4, candidates=1)
+    assert one.alignment is None and one.seeds == [4]
+    for bad in (0, 1.5, True):
+        with pytest.raises(InputError, match="candidates"):
+            pipe("a red mug", num_inference_steps=STEPS, candidates=bad)
+
+
+def test_prompt_alignment_matches_its_definition_and_is_paired(pipe):
+    from diffusers import DDPMScheduler
+
+    from fourview.mvgen.rerank import prompt_alignment
+
+    sdxl = pipe.sdxl
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(3, 4, 32, 32, generator=g)
+    prompts = ["a red mug", "a blue car", "a red mug"]
+    score = prompt_alignment(sdxl, latents, prompts, num_timesteps=2, seed=3)
+    torch.testing.assert_close(prompt_alignment(sdxl, latents, prompts, num_timesteps=2, seed=3, batch_size=1), score)
+    # Each latent's score does not depend on the others (same timesteps and noise for every row).
+    torch.testing.assert_close(prompt_alignment(sdxl, latents[1:2], prompts[1:2], num_timesteps=2, seed=3), score[1:2])
+    # The definition, written out for latent 0: error without the prompt minus error with it.
+    sched = DDPMScheduler.from_config(sdxl.scheduler.config)
+    n = sched.config.num_train_timesteps
+    ts = torch.tensor([round(0.1 * n), round(0.9 * n)])
+    noise = torch.randn((2, 4, 32, 32), generator=torch.Generator().manual_seed(3))
+    x = latents[:1].expand(2, -1, -1, -1)
+    noisy = sched.add_noise(x, noise, ts)
+    y = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(x, noise, ts)
+    cond, _, pooled, _ = sdxl.encode_prompt(["a red mug"], device="cpu", do_classifier_free_guidance=False)
+    time_ids = torch.tensor([[64.0, 64, 0, 0, 64, 64]]).expand(2, -1)
+    with torch.no_grad():
+        errs = [
+            (
+                (
+                    sdxl.unet(
+                        noisy,
+                        ts,
+                        c.expand(2, -1, -1),
+                        added_cond_kwargs={"text_embeds": p.expand(2, -1), "time_ids": time_ids},
+                    ).sample
+                    - y
+                )
+                ** 2
+            ).mean()
+            for c, p in ((cond, pooled), (torch.zeros_like(cond), torch.zeros_like(pooled)))
+        ]
+    torch.testing.assert_close(score[0], errs[1] - errs[0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="latents"):
+        prompt_alignment(sdxl, latents, prompts[:2])
 
 
 def test_guidance_and_negative_prompt_change_the_output(pipe):

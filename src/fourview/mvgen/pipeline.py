@@ -67,6 +67,10 @@ ALPHA_LOW: float = WHITE_ALPHA_LOW
 ALPHA_HIGH: float = WHITE_ALPHA_HIGH
 """`white_to_alpha`'s default ``high`` (`fourview.images.WHITE_ALPHA_HIGH`)."""
 
+CANDIDATE_SEED_STRIDE: int = 1_000_003
+"""Seed offset between the candidates of one image (best-of-K sampling): candidate 0 keeps the
+image's own seed, so ``candidates=1`` draws exactly what it drew before."""
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -80,7 +84,9 @@ class MultiViewOutput:
             270); the white background turned into alpha by `white_to_alpha`.
         latents: [B, C, S / f, S / f] the final latents (before the VAE decoder), float32, CPU.
         prompts: the prompt of each image (B entries).
-        seeds: the seed of each image (B entries).
+        seeds: the seed of each image (B entries): the seed of the candidate kept.
+        alignment: with ``candidates > 1``, [B, K] the prompt alignment of every candidate
+            (`fourview.mvgen.rerank.prompt_alignment`; the kept one is the highest), else None.
     """
 
     grids: np.ndarray
@@ -88,6 +94,7 @@ class MultiViewOutput:
     latents: torch.Tensor
     prompts: list[str]
     seeds: list[int]
+    alignment: np.ndarray | None = None
 
 
 def white_to_alpha(
@@ -412,6 +419,7 @@ class MultiViewPipeline:
         image_config: ImagePromptConfig = ImagePromptConfig(),
         alpha_low: float = ALPHA_LOW,
         alpha_high: float = ALPHA_HIGH,
+        candidates: int = 1,
     ) -> MultiViewOutput:
         """Draw 2x2 grids of the four rig views.
 
@@ -433,6 +441,9 @@ class MultiViewPipeline:
             image_config: background removal and framing of ``image``.
             alpha_low: `white_to_alpha` threshold.
             alpha_high: `white_to_alpha` threshold.
+            candidates: best-of-K sampling: K candidates per image (candidate ``j`` of the image
+                with seed ``s`` uses seed ``s + j * CANDIDATE_SEED_STRIDE``), of which the one the
+                prompt explains best is kept (`fourview.mvgen.rerank.prompt_alignment`). 1: off.
 
         Returns:
             `MultiViewOutput` (grids, RGBA views, latents, prompts, seeds).
@@ -460,6 +471,9 @@ class MultiViewPipeline:
             raise InputError(f"guidance scale must be a finite number >= 0, got {guidance_scale}")
         if num_images_per_prompt < 1:
             raise InputError(f"images per prompt must be >= 1, got {num_images_per_prompt}")
+        if isinstance(candidates, bool) or int(candidates) != candidates or candidates < 1:
+            raise InputError(f"candidates must be a positive integer, got {candidates}")
+        k = int(candidates)
         check_strength(blob_strength, num_inference_steps)
         batch = len(prompts) * num_images_per_prompt
         seeds = (
@@ -467,14 +481,16 @@ class MultiViewPipeline:
         )
         if len(seeds) != batch or any(s < 0 for s in seeds):
             raise InputError(f"expected one seed or {batch} non-negative seeds, got {seed}")
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        # Candidates of one image are adjacent (prompt-major, then image, then candidate).
+        draws = [s + j * CANDIDATE_SEED_STRIDE for s in seeds for j in range(k)]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in draws]
 
         common = dict(
             prompt=prompts,
             negative_prompt=None if negative_prompt is None else [negative_prompt] * len(prompts),
             num_inference_steps=num_inference_steps,
             guidance_scale=float(guidance_scale),
-            num_images_per_prompt=num_images_per_prompt,
+            num_images_per_prompt=num_images_per_prompt * k,
             generator=generators,
             output_type="latent",
         )
@@ -495,7 +511,17 @@ class MultiViewPipeline:
             latents = pipe(image=init.to(self.sdxl.unet.dtype), strength=float(blob_strength), **common).images
         else:
             pipe = self._variant("text")
-            latents = pipe(height=size, width=size, **common).images  # [B, C, s, s]
+            latents = pipe(height=size, width=size, **common).images  # [B K, C, s, s]
+        alignment = None
+        if k > 1:
+            from fourview.mvgen.rerank import prompt_alignment
+
+            per_draw = [prompts[i // (num_images_per_prompt * k)] for i in range(batch * k)]
+            alignment = prompt_alignment(self.sdxl, latents, per_draw).view(batch, k)  # [B, K]
+            best = alignment.argmax(dim=1)  # [B]
+            latents = latents.view(batch, k, *latents.shape[1:])[torch.arange(batch), best]  # [B, C, s, s]
+            seeds = [seeds[i] + int(best[i]) * CANDIDATE_SEED_STRIDE for i in range(batch)]
+            alignment = alignment.cpu().numpy()
         grids = self._decode(latents).permute(0, 2, 3, 1).cpu().numpy()  # [B, S, S, 3]
         cell = size // 2
         if image is not None and image_config.keep_photo:
@@ -508,8 +534,9 @@ class MultiViewPipeline:
             grids=grids.astype(np.float32),
             views=views,
             latents=latents.float().cpu(),
-            prompts=[prompts[k // num_images_per_prompt] for k in range(batch)],
+            prompts=[prompts[i // num_images_per_prompt] for i in range(batch)],
             seeds=seeds,
+            alignment=alignment,
         )
 
     def _variant(self, kind: Literal["text", "img2img", "inpaint"]):
