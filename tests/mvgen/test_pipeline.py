@@ -288,6 +288,15 @@ def test_student_hook_switches_to_lcm_and_samples(saved, tmp_path):
     assert student.sampling_defaults() == (3, 1.5)
     fast = student("a red mug", num_inference_steps=3, guidance_scale=1.5, seed=0)
     assert np.isfinite(fast.grids).all()
+    # Best-of-K with a student: candidates are scored by the teacher (the student adapter off), then
+    # the adapter is back on: the next draw is the same as before.
+    from fourview.mvgen.rerank import prompt_alignment
+
+    best = student("a red mug", num_inference_steps=3, guidance_scale=1.5, seed=0, candidates=2)
+    teacher_scores = prompt_alignment(tiny_pipeline().sdxl, best.latents, ["a red mug"])
+    torch.testing.assert_close(float(best.alignment.max()), float(teacher_scores[0]), rtol=1e-4, atol=1e-6)
+    again = student("a red mug", num_inference_steps=3, guidance_scale=1.5, seed=0)
+    torch.testing.assert_close(again.latents, fast.latents, rtol=0, atol=0)
     with pytest.raises(InputError, match="student weights not found"):
         MultiViewPipeline.from_pretrained(saved, student=tmp_path / "nope")
 

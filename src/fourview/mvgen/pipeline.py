@@ -24,6 +24,7 @@ weights, `DEMO_MVGEN`), a folder in diffusers' layout (``save_pretrained``), or 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,6 +310,24 @@ class MultiViewPipeline:
         self.sdxl.scheduler = scheduler
         self.student = None if lora is None else str(lora)
 
+    @contextlib.contextmanager
+    def _without_student(self):
+        """Inside: the UNet without the student's LoRA (other adapters stay as they were)."""
+        if "student" not in self.adapters:
+            yield
+            return
+        others = {name: w for name, w in self.adapters.items() if name != "student"}
+        if others:
+            self.sdxl.set_adapters(list(others), adapter_weights=list(others.values()))
+        else:
+            self.sdxl.disable_lora()
+        try:
+            yield
+        finally:
+            if not others:
+                self.sdxl.enable_lora()
+            self.sdxl.set_adapters(list(self.adapters), adapter_weights=list(self.adapters.values()))
+
     def sampling_defaults(self) -> tuple[int, float]:
         """Recommended (steps, guidance): the student's (its ``student.json``) when one is loaded, else 30, 5.0."""
         if self.student is not None:
@@ -517,7 +536,8 @@ class MultiViewPipeline:
             from fourview.mvgen.rerank import prompt_alignment
 
             per_draw = [prompts[i // (num_images_per_prompt * k)] for i in range(batch * k)]
-            alignment = prompt_alignment(self.sdxl, latents, per_draw).view(batch, k)  # [B, K]
+            with self._without_student():  # a consistency student is no denoiser to score with
+                alignment = prompt_alignment(self.sdxl, latents, per_draw).view(batch, k)  # [B, K]
             best = alignment.argmax(dim=1)  # [B]
             latents = latents.view(batch, k, *latents.shape[1:])[torch.arange(batch), best]  # [B, C, s, s]
             seeds = [seeds[i] + int(best[i]) * CANDIDATE_SEED_STRIDE for i in range(batch)]
