@@ -68,7 +68,7 @@ def prompt_alignment(
         )
     g = torch.Generator("cpu").manual_seed(seed)
     noise = torch.randn((t, *latents.shape[1:]), generator=g).to(device, torch.float32)  # [T, C, h, w]
-    size = latents.shape[-1] * (2 ** (len(sdxl.vae.config.block_out_channels) - 1))
+    size = latents.shape[-1] * int(sdxl.vae_scale_factor)  # grid side in pixels, as the sampler's time ids
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=dtype, device=device)
 
     # Rows: (latent i, timestep j, conditional or empty) -> squared error of the prediction.
