@@ -118,6 +118,23 @@ def test_train_commands_build_their_frozen_config(command, module, runner, extra
     hash(config)  # frozen and all fields hashable: repeated options arrive as a tuple, not a list
 
 
+@pytest.mark.parametrize(
+    "flag, value", [([], None), (["--zero-terminal-snr"], True), (["--no-zero-terminal-snr"], False)]
+)
+def test_optional_bool_options_keep_none_unless_given(flag, value, monkeypatch, capsys):
+    """A ``bool | None`` field is a --x/--no-x pair whose absence means "leave it as the init has it"."""
+    from types import SimpleNamespace
+
+    import fourview.mvgen.train as mvgen_train
+
+    seen = []
+    result = SimpleNamespace(steps=1, time_s=1.0, out_dir="o", val=None, eval_loss_start=1.0, eval_loss_end=0.5,
+                             weights="w")  # fmt: skip
+    monkeypatch.setattr(mvgen_train, "train", lambda config: seen.append(config) or result)
+    code, _, _ = run(["train", "mvgen", "--data", "d", "--out", "o", *flag], capsys)
+    assert code == 0 and seen[0].zero_terminal_snr is value
+
+
 # ------------------------------------------------------------------ reconstruct --optimize
 
 

@@ -489,7 +489,7 @@ def _field_docs(cls) -> dict[str, str]:
 def _dataclass_options(cls, required: tuple[str, ...] = ()):
     """Click options for every field of a frozen config dataclass: ``--field-name VALUE``.
 
-    Literal fields become choices, bools become ``--x/--no-x`` flags, tuples take several values
+    Literal fields become choices, bools (and ``bool | None``) become ``--x/--no-x`` flags, tuples take several values
     (repeat the option); defaults and help come from the dataclass itself. The decorated command
     receives one argument, the config ``cls(...)`` built from the parsed options.
     """
@@ -516,7 +516,7 @@ def _dataclass_options(cls, required: tuple[str, ...] = ()):
                 base = next(a for a in typing.get_args(hint) if a is not type(None))
             if typing.get_origin(base) is typing.Literal:
                 kwargs["type"] = click.Choice([str(a) for a in typing.get_args(base)])
-            elif hint is bool:
+            elif base is bool:  # bool | None: neither flag given keeps None ("leave as it is")
                 f = click.option(f"--{name}/--no-{name}", fld.name, default=default, show_default=True,
                                  help=kwargs["help"])(f)  # fmt: skip
                 continue

@@ -45,6 +45,27 @@ def test_presets_and_validation():
         mvgen_preset("huge")
 
 
+def test_zero_terminal_snr_schedule():
+    from dataclasses import replace
+
+    from diffusers import DDPMScheduler
+
+    from fourview.mvgen.components import build_scheduler
+
+    zero = mvgen_preset("demo")
+    assert zero.zero_terminal_snr  # the shipped generator's schedule
+    plain = DDPMScheduler.from_config(build_scheduler(replace(zero, zero_terminal_snr=False)).config).alphas_cumprod
+    assert plain[-1] > 4e-3  # SDXL's schedule keeps ~7% of the signal's amplitude at t = 999
+    rescaled = DDPMScheduler.from_config(build_scheduler(zero).config).alphas_cumprod
+    assert float(rescaled[-1]) == 0 and float(rescaled[0]) == pytest.approx(float(plain[0]), rel=1e-3)
+    assert torch.all(rescaled[1:] < rescaled[:-1])  # still a monotone schedule
+    assert MVGenConfig.from_dict(zero.to_dict()) == zero
+    with pytest.raises(InputError, match="v_prediction"):
+        replace(zero, prediction_type="epsilon")
+    pipe = StableDiffusionXLPipeline(**build_components(replace(mvgen_preset("tiny"), zero_terminal_snr=True)))
+    assert np.isfinite(_sample(pipe)).all()  # Euler starts from the (clipped) infinite sigma
+
+
 def test_tiny_pipeline_runs_and_round_trips(tmp_path):
     cfg = mvgen_preset("tiny")
     c = build_components(cfg, seed=3)

@@ -97,6 +97,7 @@ def test_from_scratch_resumes_and_saves_a_pipeline(tmp_path, grids, flat_pairs):
         data=str(grids), out=str(out), from_scratch="tiny", steps=4, batch_size=4, vae_steps=3, vae_batch_size=4,
         lr=1e-3, warmup_steps=1, checkpoint_every=0, validate_every=0, log_every=1, val_prompts=("a green box",),
         val_inference_steps=3, mix_2d=str(flat_pairs), num_threads=1, mix_2d_ratio=0.5, ema_decay=0.9,
+        zero_terminal_snr=True,
     )  # fmt: skip
     first = train(MVGenTrainConfig(**kw, stop_after_steps=2))
     assert first.steps == 2 and first.weights is None
@@ -111,6 +112,7 @@ def test_from_scratch_resumes_and_saves_a_pipeline(tmp_path, grids, flat_pairs):
     pipe = StableDiffusionXLPipeline.from_pretrained(second.weights)
     assert pipe.vae.config.scaling_factor == pytest.approx(meta["scaling_factor"]) and meta["scaling_factor"] != 1.0
     assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.scheduler.config.rescale_betas_zero_snr  # sampling follows the trained schedule
     settings, ref = _val_reference(out, 4)
     assert np.abs(_sample(pipe, settings) - ref).max() < 1.5 / 255
 
@@ -122,5 +124,10 @@ def test_bad_options(tmp_path, grids):
         train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "b"), from_scratch="tiny", lora_rank=4))
     with pytest.raises(InputError, match="mix-2d"):
         train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "c"), from_scratch="tiny", mix_2d_ratio=0.3))
+    base = tmp_path / "base"
+    StableDiffusionXLPipeline(**build_components(mvgen_preset("tiny"), seed=1)).save_pretrained(base)
+    with pytest.raises(InputError, match="v-prediction"):
+        train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "e"), init=str(base), prediction_type="epsilon",
+                               zero_terminal_snr=True))  # fmt: skip
     with pytest.raises(InputError, match="not found"):
         train(MVGenTrainConfig(data=str(tmp_path / "missing"), out=str(tmp_path / "d"), from_scratch="tiny"))

@@ -83,7 +83,8 @@ def clip_text_config(enc: TextEncoderConfig, max_length: int = 77) -> CLIPTextCo
 
 
 def build_scheduler(config: MVGenConfig) -> EulerDiscreteScheduler:
-    """SDXL's sampler (Euler, scaled-linear betas 0.00085..0.012 over 1000 steps)."""
+    """SDXL's sampler (Euler, scaled-linear betas 0.00085..0.012 over 1000 steps, optionally rescaled to
+    zero terminal SNR)."""
     return EulerDiscreteScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -94,6 +95,7 @@ def build_scheduler(config: MVGenConfig) -> EulerDiscreteScheduler:
         steps_offset=1,
         interpolation_type="linear",
         use_karras_sigmas=False,
+        rescale_betas_zero_snr=config.zero_terminal_snr,
     )
 
 

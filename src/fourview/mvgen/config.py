@@ -99,10 +99,19 @@ class MVGenConfig:
     """What the UNet predicts (SDXL-base: epsilon; the from-scratch demo: v_prediction)."""
     timestep_spacing: Literal["leading", "trailing", "linspace"] = "leading"
     """The sampler's step placement (SDXL: "leading"; "trailing" starts at the last training step)."""
+    zero_terminal_snr: bool = False
+    """Rescale the betas so the last training step is pure noise (Lin et al. 2024, "Common Diffusion
+    Noise Schedules and Sample Steps are Flawed"). SDXL's schedule leaves sqrt(0.0047) = 7% of the
+    signal at t = 999; on small latents the coarse layout survives in it, so a model trained on it
+    takes the object's silhouette from the initial noise instead of the prompt. Needs v-prediction."""
 
     def __post_init__(self) -> None:
         if self.resolution % 16 or self.resolution <= 0:
             raise InputError(f"mvgen grid resolution must be a positive multiple of 16, got {self.resolution}")
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise InputError(
+                "mvgen zero_terminal_snr needs prediction_type 'v_prediction' (epsilon is undefined at SNR 0)"
+            )
         factor = 2 ** (len(self.vae.block_out_channels) - 1)
         if (self.resolution // factor) % 2 ** (len(self.unet.block_out_channels) - 1):
             raise InputError(
@@ -146,6 +155,7 @@ class MVGenConfig:
             max_length=record["max_length"],
             prediction_type=record["prediction_type"],
             timestep_spacing=record.get("timestep_spacing", "leading"),
+            zero_terminal_snr=record.get("zero_terminal_snr", False),
         )
 
 
@@ -186,6 +196,9 @@ def mvgen_preset(size: Preset) -> MVGenConfig:
             text_encoder_2=text,
             prediction_type="v_prediction",
             timestep_spacing="trailing",
+            # on 32x32 latents SDXL's t = 999 still shows the silhouette: without this the demo
+            # drew the shape its seed's noise suggested, whatever the prompt (docs/training.md)
+            zero_terminal_snr=True,
         )
     if size == "tiny":
         text = TextEncoderConfig(

@@ -85,6 +85,10 @@ class MVGenTrainConfig:
     """Grid side, pixels (default: the preset's, or the init UNet's sample size times the VAE factor)."""
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = "auto"
     """Diffusion target ("auto": the init scheduler's, or the preset's)."""
+    zero_terminal_snr: bool | None = None
+    """Rescale the noise schedule to zero SNR at the last step (see `MVGenConfig.zero_terminal_snr`;
+    None: keep the init scheduler's or the preset's). Saved in the scheduler config, so sampling
+    follows it."""
     steps: int = 2000
     """Diffusion optimizer steps."""
     batch_size: int = 16
@@ -306,10 +310,9 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
         per = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # [B]
         if config.snr_gamma > 0:
             snr = _snr(noise_sched, timesteps)
-            w = torch.clamp(snr, max=config.snr_gamma) / snr
-            if noise_sched.config.prediction_type == "v_prediction":
-                w = torch.clamp(snr, max=config.snr_gamma) / (snr + 1)
-            per = per * w
+            # min(SNR, gamma) over the target's own weight: SNR (epsilon) or SNR + 1 (v)
+            own = snr + 1 if noise_sched.config.prediction_type == "v_prediction" else snr
+            per = per * torch.clamp(snr, max=config.snr_gamma) / own
         return per.mean() if reduce else per
 
     def eval_loss() -> float:
@@ -413,6 +416,8 @@ def _initial_components(c: MVGenTrainConfig) -> tuple[dict, str]:
             preset = dataclasses.replace(preset, resolution=c.resolution)
         if c.prediction_type != "auto":
             preset = dataclasses.replace(preset, prediction_type=c.prediction_type)
+        if c.zero_terminal_snr is not None:
+            preset = dataclasses.replace(preset, zero_terminal_snr=c.zero_terminal_snr)
         comps = build_components(preset, seed=c.seed)
         return comps, preset.prediction_type
     from diffusers import StableDiffusionXLPipeline
@@ -427,6 +432,16 @@ def _initial_components(c: MVGenTrainConfig) -> tuple[dict, str]:
         if c.prediction_type == "auto"
         else c.prediction_type
     )
+    sched = comps["scheduler"]
+    if c.zero_terminal_snr is not None or pred != sched.config.get("prediction_type"):
+        zero_snr = (
+            sched.config.get("rescale_betas_zero_snr", False) if c.zero_terminal_snr is None else c.zero_terminal_snr
+        )
+        if zero_snr and pred != "v_prediction":
+            raise InputError("--zero-terminal-snr needs v-prediction (epsilon is undefined at SNR 0)")
+        comps["scheduler"] = type(sched).from_config(
+            sched.config, prediction_type=pred, rescale_betas_zero_snr=zero_snr
+        )
     return comps, pred
 
 
