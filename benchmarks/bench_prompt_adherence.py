@@ -85,6 +85,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=34, help="held-out specs (seeds first-seed .. first-seed+count-1)")
     ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument(
+        "--split", choices=("heldout", "train"), default="heldout",
+        help="heldout (the goal) or train: combinations seen in training, to tell memorisation from composition",
+    )  # fmt: skip
     ap.add_argument("--mvgen", default="demo")
     ap.add_argument("--recon", default="demo")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: GenerateSettings)")
@@ -111,7 +115,7 @@ def main() -> None:
         seed=args.seed, turntable_frames=0, **{k: v for k, v in given.items() if v is not None}
     )
     canon = {s: voxelize(canonical_mesh(s), args.resolution, args.dilation) for s in SHAPES}
-    specs = [sample_spec(args.first_seed + i, "heldout") for i in range(args.count)]
+    specs = [sample_spec(args.first_seed + i, args.split) for i in range(args.count)]
     pipe = None
     if not args.gt_only:
         from fourview.mvgen.pipeline import MultiViewPipeline
@@ -158,6 +162,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load_avg": os.getloadavg()[0],
         "count": len(rows),
+        "split": args.split,
         "mvgen": None if args.gt_only else args.mvgen,
         "recon": args.recon,
         "settings": {k: getattr(settings, k) for k in (f.name for f in fields(settings)) if k != "export_overrides"},
@@ -168,10 +173,15 @@ def main() -> None:
         "goals": {"colour_rate": 0.8, "shape_rate": 0.6},
         "rows": rows,
     }
+    report(summary, args.json)
+
+
+def report(summary: dict, path: str | None) -> None:
+    """Print a summary without its per-object rows; write all of it as JSON to ``path`` if given."""
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

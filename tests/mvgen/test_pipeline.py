@@ -210,6 +210,9 @@ def test_demo_name_resolves_to_the_shipped_folder():
     if (DEMO_MVGEN / "model_index.json").is_file():
         pipe = MultiViewPipeline.from_pretrained("demo")
         assert pipe.resolution == 128 and pipe.name == "demo"
+        # trained on the rescaled schedule (docs/training.md); sampling must use the same one
+        cfg = pipe.sdxl.scheduler.config
+        assert cfg.rescale_betas_zero_snr and cfg.prediction_type == "v_prediction"
     else:
         with pytest.raises(InputError, match="demo generator is missing"):
             MultiViewPipeline.from_pretrained("demo")
