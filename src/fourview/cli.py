@@ -343,7 +343,11 @@ def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, opti
 @click.argument("prompt")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler (same seed, same asset).")
-@click.option("--steps", type=int, help="Sampler steps [default: 30; 4 with --student].")
+@click.option(
+    "--steps",
+    type=int,
+    help="Sampler steps [default: 30; with --student, its student.json's (1 for the demo student)].",
+)
 @click.option("--guidance", type=float, help="Classifier-free guidance weight [default: 5; 1 with --student].")
 @click.option("--negative", "negative_prompt", help="Negative prompt.")
 @click.option(

@@ -342,7 +342,7 @@ class GenerateSettings:
     Attributes:
         seed: seed of the sampler's noise (the same seed gives the same asset).
         steps: sampler steps of the full schedule; None: the generator's recommendation
-            (`MultiViewPipeline.sampling_defaults`: 30, or the student's 4).
+            (`MultiViewPipeline.sampling_defaults`: 30, or the student's own, 1 for the demo student).
         guidance_scale: classifier-free guidance weight; None: the recommendation (5, or the student's 1).
         negative_prompt: what to steer away from, or None.
         size: grid side in pixels (a multiple of 16); the generator's own when None.
