@@ -44,6 +44,14 @@ def grids(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A saved tiny SDXL pipeline (random weights, seed 1) to start ``init`` runs from; read only."""
+    base = tmp_path_factory.mktemp("base")
+    StableDiffusionXLPipeline(**build_components(mvgen_preset("tiny"), seed=1)).save_pretrained(base)
+    return base
+
+
+@pytest.fixture(scope="module")
 def flat_pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("flat")
     for k in range(2):
@@ -68,9 +76,8 @@ def _sample(pipe, settings):
     return np.stack(images)
 
 
-def test_lora_trains_saves_and_reloads(tmp_path, grids):
-    base = tmp_path / "base"
-    StableDiffusionXLPipeline(**build_components(mvgen_preset("tiny"), seed=1)).save_pretrained(base)
+def test_lora_trains_saves_and_reloads(tmp_path, grids, tiny_base):
+    base = tiny_base
     out = tmp_path / "run"
     cfg = MVGenTrainConfig(
         data=str(grids), out=str(out), init=str(base), lora_rank=4, lora_init="gaussian", steps=12, batch_size=4,
@@ -117,17 +124,15 @@ def test_from_scratch_resumes_and_saves_a_pipeline(tmp_path, grids, flat_pairs):
     assert np.abs(_sample(pipe, settings) - ref).max() < 1.5 / 255
 
 
-def test_bad_options(tmp_path, grids):
+def test_bad_options(tmp_path, grids, tiny_base):
     with pytest.raises(InputError, match="exactly one"):
         train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "a")))
     with pytest.raises(InputError, match="--init"):
         train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "b"), from_scratch="tiny", lora_rank=4))
     with pytest.raises(InputError, match="mix-2d"):
         train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "c"), from_scratch="tiny", mix_2d_ratio=0.3))
-    base = tmp_path / "base"
-    StableDiffusionXLPipeline(**build_components(mvgen_preset("tiny"), seed=1)).save_pretrained(base)
     with pytest.raises(InputError, match="v-prediction"):
-        train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "e"), init=str(base), prediction_type="epsilon",
-                               zero_terminal_snr=True))  # fmt: skip
+        train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "e"), init=str(tiny_base),
+                               prediction_type="epsilon", zero_terminal_snr=True))  # fmt: skip
     with pytest.raises(InputError, match="not found"):
         train(MVGenTrainConfig(data=str(tmp_path / "missing"), out=str(tmp_path / "d"), from_scratch="tiny"))
