@@ -128,12 +128,17 @@ def measure_memory(args, impl: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_shape_arguments(ap: argparse.ArgumentParser) -> None:
+    """The benchmark's input shape (also used by `bench_grid_sample_cuda.py`)."""
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--res", type=int, default=256)
     ap.add_argument("--points", type=int, default=2**18)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_shape_arguments(ap)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--with-xyz-grad", action="store_true", help="points require grad too")

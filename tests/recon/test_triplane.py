@@ -259,3 +259,33 @@ def test_numba_threads_split_work(dtype):
     for ours in (single, multi):
         for x, y in zip(ours, ref):
             torch.testing.assert_close(x, y, rtol=tol, atol=tol * max(1.0, y.abs().max().item()))
+
+
+def test_auto_backend_choice():
+    from types import SimpleNamespace
+
+    from fourview.recon.triplane import _pick_backend
+
+    def on(device, dtype=torch.float32):
+        return SimpleNamespace(device=torch.device(device), dtype=dtype)
+
+    assert _pick_backend(on("cpu"), "auto") == "numba"
+    assert _pick_backend(on("cpu", torch.bfloat16), "auto") == "torch"
+    assert _pick_backend(on("cuda"), "auto") == "grid_sample"  # grid_sample's fused kernels win on GPUs
+    assert _pick_backend(on("cuda", torch.float16), "auto") == "grid_sample"
+    planes, xyz = _inputs(2, 3, 5, 6, 40)
+    torch.testing.assert_close(
+        sample_triplane(planes, xyz, backend="grid_sample"), sample_triplane_reference(planes, xyz)
+    )
+
+
+@pytest.mark.gpu
+def test_cuda_backends_match_cpu():
+    planes, xyz = _inputs(2, 8, 64, 64, 5000, dtype=torch.float32, span=1.1)
+    cot = torch.randn(2, 5000, 3, 8, generator=torch.Generator().manual_seed(1))
+    want = _grads(_fast("numba"), planes, xyz, cot)
+    for backend in ("auto", "torch", "grid_sample"):
+        got = _grads(_fast(backend), planes.cuda(), xyz.cuda(), cot.cuda())
+        for g, w in zip(got, want):  # float32 rounding, relative to the largest value (point grads reach ~1e3)
+            g, w = g.detach().cpu(), w.detach()
+            assert float((g - w).abs().max()) <= 1e-6 * max(1.0, float(w.abs().max()))
