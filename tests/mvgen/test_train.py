@@ -136,3 +136,36 @@ def test_bad_options(tmp_path, grids, tiny_base):
                                prediction_type="epsilon", zero_terminal_snr=True))  # fmt: skip
     with pytest.raises(InputError, match="not found"):
         train(MVGenTrainConfig(data=str(tmp_path / "missing"), out=str(tmp_path / "d"), from_scratch="tiny"))
+
+
+def _latent_colour_error(vae, images: torch.Tensor) -> float:
+    """L1 between the latent's first three channels (posterior mean) and the images pooled to its size."""
+    with torch.no_grad():
+        mean = vae.encode(images).latent_dist.mean
+    pooled = torch.nn.functional.avg_pool2d(images, images.shape[-1] // mean.shape[-1])
+    return float((mean[:, :3] - pooled).abs().mean())
+
+
+def test_latent_colour_term_puts_the_colours_in_three_latent_channels(tmp_path, grids):
+    from diffusers import AutoencoderKL
+
+    from fourview.mvgen.dataset import grid_dataset
+    from fourview.mvgen.train import _train_vae
+
+    data = grid_dataset(grids, 64)
+    images = torch.stack([data.image(i) for i in range(len(data))])  # [4, 3, 64, 64]
+    errors = {}
+    for weight in (0.0, 1.0):
+        vae = build_components(mvgen_preset("tiny"), seed=2)["vae"]
+        c = MVGenTrainConfig(data=str(grids), out=str(tmp_path), from_scratch="tiny", vae_steps=60, vae_batch_size=4,
+                             vae_lr=3e-3, vae_latent_colour_weight=weight, log_every=100)  # fmt: skip
+        _train_vae(vae, data, c, "cpu")
+        errors[weight] = _latent_colour_error(vae, images)
+    assert errors[1.0] < 0.5 * errors[0.0]  # three channels follow the pooled colours only when asked to
+
+    two = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=2, norm_num_groups=4)  # fmt: skip
+    two.save_pretrained(tmp_path / "vae2")
+    with pytest.raises(InputError, match="3 latent channels"):
+        train(MVGenTrainConfig(data=str(grids), out=str(tmp_path / "run"), from_scratch="tiny",
+                               vae_init=str(tmp_path / "vae2"), vae_latent_colour_weight=1.0))  # fmt: skip

@@ -131,6 +131,11 @@ class MVGenTrainConfig:
     """From scratch: weight of the L1 between image gradients (sharper silhouettes)."""
     vae_colour_weight: float = 1.0
     """From scratch: weight of the MSE and of the L1 between 4x4-average-pooled images (colour fidelity)."""
+    vae_latent_colour_weight: float = 0.0
+    """From scratch: weight of the L1 between the latent's first three channels (posterior mean) and
+    the image average-pooled to the latent's size. Those channels become a low-pass copy of the
+    colours, so colours the UNet must tell apart (grey and purple) lie apart in latent space; the
+    colour terms above shape only the decoded image. Needs ``latent_channels >= 3``."""
     vae_init: str | None = None
     """From scratch: start the VAE from this AutoencoderKL folder (e.g. an earlier run's OUT/vae)."""
     stage: Literal["all", "vae_decoder"] = "all"
@@ -232,6 +237,11 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
         if not (vae_dir / "config.json").is_file() and main:
             if config.vae_init is not None:
                 comps["vae"] = AutoencoderKL.from_pretrained(config.vae_init)
+            if config.vae_latent_colour_weight > 0 and comps["vae"].config.latent_channels < 3:
+                raise InputError(
+                    f"--vae-latent-colour-weight needs a VAE with >= 3 latent channels, "
+                    f"this one has {comps['vae'].config.latent_channels}"
+                )
             _train_vae(comps["vae"], grids, config, accelerator.device)
             comps["vae"].save_pretrained(vae_dir)  # the scaling factor is set below, then saved again
         accelerator.wait_for_everyone()
@@ -525,6 +535,9 @@ def _train_vae(vae, grids: CaptionedImages, c: MVGenTrainConfig, device) -> None
         colour = ((rec - x) ** 2).mean() + (F.avg_pool2d(rec, 4) - F.avg_pool2d(x, 4)).abs().mean()
         kl = post.kl().mean() / z[0].numel()
         loss = l1 + c.vae_edge_weight * edge + c.vae_colour_weight * colour + c.vae_kl_weight * kl
+        if c.vae_latent_colour_weight > 0:
+            pooled = F.avg_pool2d(x, x.shape[-1] // post.mean.shape[-1])  # [B, 3, h, w], the latent's size
+            loss = loss + c.vae_latent_colour_weight * (post.mean[:, :3] - pooled).abs().mean()
         loss.backward()
         opt.step()
         sched.step()
