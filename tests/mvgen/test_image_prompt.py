@@ -149,3 +149,25 @@ def test_background_removal_on_real_cutouts(shared_data, name, backdrop):
     truth, got = rgba[..., 3] > 0.5, est > 0.5
     assert (truth & got).sum() / (truth | got).sum() > 0.95  # measured 0.970-0.996
     assert np.abs(est - rgba[..., 3]).mean() < 0.03  # measured 0.003-0.016
+
+
+def test_inpainting_and_blob_start_with_an_8_channel_latent():
+    """diffusers' img2img/inpainting pipelines take latents only from 4-channel VAEs; ours any (the demo has 8)."""
+    from dataclasses import replace
+
+    from fourview.mvgen.components import build_components
+    from fourview.mvgen.config import mvgen_preset
+    from fourview.mvgen.pipeline import MultiViewPipeline
+
+    tiny = mvgen_preset("tiny")
+    cfg = replace(tiny, vae=replace(tiny.vae, latent_channels=8))
+    pipe = MultiViewPipeline.from_components(build_components(cfg, seed=0), name="tiny8")
+    img, _ = _photo()
+    out = pipe("a red ball", num_inference_steps=4, seed=0, image=img, blob_strength=0.6)
+    cond = conditioning_grid(img, 64, fill_other=blob_image(64, BLOB_SIGMA))
+    known = encode_images(pipe.sdxl.vae, torch.from_numpy(cond.grid).permute(2, 0, 1)[None])  # [1, 8, 32, 32]
+    assert out.latents.shape == (1, 8, 32, 32)
+    torch.testing.assert_close(out.latents[..., :16, :16], known[..., :16, :16], rtol=1e-5, atol=1e-5)
+    assert (out.latents[..., 16:, 16:] - known[..., 16:, 16:]).abs().mean() > 0.05
+    blob = pipe("a red ball", num_inference_steps=4, seed=0, blob_strength=0.6)
+    assert blob.latents.shape == (1, 8, 32, 32) and np.isfinite(blob.grids).all()

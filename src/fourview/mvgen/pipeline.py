@@ -32,6 +32,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import fourview
 from fourview.cameras import grid_to_views
@@ -513,21 +514,14 @@ class MultiViewPipeline:
             generator=generators,
             output_type="latent",
         )
-        vae = self.sdxl.vae
         blob = blob_image(size, blob_sigma, blob_colour) if blob_strength < 1.0 else None  # [S, S, 3]
         if image is not None:
             cond = conditioning_grid(image, size, image_config, fill_other=blob)
-            init = encode_images(vae, torch.from_numpy(cond.grid).permute(2, 0, 1)[None])  # [1, C, s, s]
-            mask = torch.from_numpy(cond.mask)[None, None]  # [1, 1, S, S]
-            pipe = self._variant("inpaint")
-            latents = pipe(
-                image=init.to(self.sdxl.unet.dtype), mask_image=mask, strength=float(blob_strength), height=size,
-                width=size, **common
-            ).images  # fmt: skip
+            start = torch.from_numpy(cond.grid).permute(2, 0, 1)[None]  # [1, 3, S, S]
+            latents = self._from_latents(start, torch.from_numpy(cond.mask)[None, None], blob_strength, common)
         elif blob is not None:
-            init = encode_images(vae, torch.from_numpy(blob).permute(2, 0, 1)[None])  # [1, C, s, s]
-            pipe = self._variant("img2img")
-            latents = pipe(image=init.to(self.sdxl.unet.dtype), strength=float(blob_strength), **common).images
+            start = torch.from_numpy(blob).permute(2, 0, 1)[None]  # [1, 3, S, S]
+            latents = self._from_latents(start, None, blob_strength, common)
         else:
             pipe = self._variant("text")
             latents = pipe(height=size, width=size, **common).images  # [B K, C, s, s]
@@ -559,16 +553,65 @@ class MultiViewPipeline:
             alignment=alignment,
         )
 
-    def _variant(self, kind: Literal["text", "img2img", "inpaint"]):
+    def _from_latents(
+        self, start: torch.Tensor, mask: torch.Tensor | None, strength: float, common: dict
+    ) -> torch.Tensor:
+        """Sample from a start image noised to ``strength``, optionally keeping its unmasked part.
+
+        SDXL img2img with the start latents computed here (`encode_images`, then noise from the
+        call's generators) rather than by diffusers, whose img2img and inpainting pipelines only
+        take latents from 4-channel VAEs (and inpaint only with 4- or 9-channel UNets). Where
+        ``mask`` is 0, the start's latents, noised to the next step's level, are blended back
+        after every step, as diffusers' inpainting does for 4-channel UNets; after the last step
+        they are the start's own.
+
+        Args:
+            start: [1, 3, S, S] RGB in [0, 1] (the blob image, or the photo's conditioning grid).
+            mask: [1, 1, S, S], 1 where to generate and 0 where to keep ``start``; None: generate all.
+            strength: noise level of the start in (0, 1]; 1 = pure noise.
+            common: the sampling arguments of ``__call__`` (prompts, steps, generators...).
+
+        Returns:
+            [B, C, s, s] final latents.
+        """
+        from diffusers.utils.torch_utils import randn_tensor
+
+        pipe = self._variant("img2img")
+        dtype, device = self.sdxl.unet.dtype, self.sdxl.unet.device
+        init = encode_images(self.sdxl.vae, start).to(device=device, dtype=dtype)  # [1, C, s, s]
+        batch = len(common["prompt"]) * common["num_images_per_prompt"]
+        init = init.expand(batch, -1, -1, -1)
+        pipe.scheduler.set_timesteps(common["num_inference_steps"], device=device)
+        timesteps, _ = pipe.get_timesteps(common["num_inference_steps"], strength, device)
+        noise = randn_tensor(init.shape, generator=common["generator"], device=device, dtype=dtype)
+        if strength >= 1.0:
+            latents = noise * pipe.scheduler.init_noise_sigma
+        else:
+            latents = pipe.scheduler.add_noise(init, noise, timesteps[:1].repeat(batch))
+        callback = None
+        if mask is not None:
+            keep = 1.0 - F.interpolate(mask.float(), size=init.shape[-2:]).to(device=device, dtype=dtype)  # [1,1,s,s]
+
+            def callback(p, i, t, kwargs):
+                known = init
+                if i < len(timesteps) - 1:  # the scheduler now stands at step i + 1
+                    known = p.scheduler.add_noise(init, noise, timesteps[i + 1 : i + 2].repeat(batch))
+                return {"latents": keep * known + (1.0 - keep) * kwargs["latents"]}
+
+        return pipe(
+            image=start.to(device), latents=latents, strength=float(strength), callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents"], **common
+        ).images  # fmt: skip
+
+    def _variant(self, kind: Literal["text", "img2img"]):
         """The diffusers pipeline for one sampling mode, sharing this pipeline's modules."""
         if kind == "text":
             pipe = self.sdxl
         else:
-            from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline
+            from diffusers import StableDiffusionXLImg2ImgPipeline
 
-            cls = StableDiffusionXLImg2ImgPipeline if kind == "img2img" else StableDiffusionXLInpaintPipeline
             parts = {k: v for k, v in self.sdxl.components.items()}
-            pipe = cls(
+            pipe = StableDiffusionXLImg2ImgPipeline(
                 **parts,
                 requires_aesthetics_score=False,
                 force_zeros_for_empty_prompt=bool(self.sdxl.config.get("force_zeros_for_empty_prompt", True)),
