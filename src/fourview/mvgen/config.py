@@ -178,7 +178,8 @@ def mvgen_preset(size: Preset) -> MVGenConfig:
             vae=VAEConfig(
                 block_out_channels=(16, 32, 64),
                 layers_per_block=1,
-                latent_channels=4,
+                # three channels carry the low-pass colours (`--vae-latent-colour-weight`), five the rest
+                latent_channels=8,
                 # 8+ channels per GroupNorm group: with 2, the per-image normalisation erases absolute colour
                 norm_num_groups=2,
                 mid_block_attention=False,
