@@ -7,10 +7,11 @@ own sampling loops (which it reuses, never copies):
 
 - the Gaussian-blob start (`fourview.mvgen.blobs`): with ``blob_strength < 1`` sampling starts
   from four VAE-encoded Gaussians noised to an intermediate step (SDXL img2img on the same
-  components);
+  components, from latents noised here: diffusers' img2img takes latents from 4-channel VAEs only);
 - the image-conditioned path (`fourview.mvgen.image_prompt`): a photo fills the front cell and
-  the other three cells are inpainted (SDXL inpainting on the same components; with a 4-channel
-  UNet diffusers blends the known cell's latents back at every step);
+  the other three cells are inpainted (the same img2img loop; after every step the known cell's
+  latents, noised to the next step's level, are blended back, as diffusers' inpainting pipeline
+  does for 4-channel UNets, for any latent width);
 - input checks that name the problem (`InputError`): empty or overlong prompts, grid sizes that
   are not multiples of 16, bad steps or strengths;
 - per-image seeds (image ``k`` of a batch uses ``seed + k``, so an image does not depend on what
@@ -598,6 +599,7 @@ class MultiViewPipeline:
                     known = p.scheduler.add_noise(init, noise, timesteps[i + 1 : i + 2].repeat(batch))
                 return {"latents": keep * known + (1.0 - keep) * kwargs["latents"]}
 
+        # ``image`` is required by img2img but unused once ``latents`` are given
         return pipe(
             image=start.to(device), latents=latents, strength=float(strength), callback_on_step_end=callback,
             callback_on_step_end_tensor_inputs=["latents"], **common
