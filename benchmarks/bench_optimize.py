@@ -124,13 +124,13 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
     """
     from PIL import Image
 
-    from fourview.pipeline import export_preset, resolve_recon
+    from fourview.pipeline import recon_export_config, resolve_recon
     from fourview.recon.model import Reconstructor
     from fourview.recon.optimize import RefineConfig, refine_reconstruction
     from fourview.views import load_views, views_to_model_input
 
     model = Reconstructor.from_pretrained(resolve_recon(recon)).eval()
-    export_cfg = export_preset("demo" if model.config.unet.resolution <= 64 else "full")
+    export_cfg = recon_export_config(model.config, {}, "cpu")  # as `fourview reconstruct` extracts it
     refine_cfg = RefineConfig() if steps is None else RefineConfig(steps=steps)
     folders = sorted(
         p for p in data.iterdir() if p.name.startswith("synth_heldout_") and (p / "cameras.json").is_file()

@@ -1,7 +1,8 @@
 """Novel-view quality of a reconstructor on rendered objects: volume renders and exported meshes.
 
 For each object folder written by `fourview data render` (albedo renders): the four rig views go
-into the reconstructor; its volume render and its exported GLB (the `fourview reconstruct` chain,
+into the reconstructor; its volume render (for a stage-B model, of its SDF read as a log-density,
+`fourview.recon.decoder.volume_density`) and its exported GLB (the `fourview reconstruct` chain,
 rendered unlit with the project's rasteriser, supersampled like the data) are compared with the
 object's random frames (novel views) on white. PSNR and SSIM per object, grouped by the folder
 name's split (synthetic ``synth_heldout_*`` = held-out shape-colour combinations, ``synth_train_*``
@@ -28,7 +29,7 @@ from fourview.data.assets import load_asset
 from fourview.images import composite_on_white
 from fourview.pipeline import ReconstructSettings, reconstruct_views, resolve_recon
 from fourview.recon.losses import psnr, ssim
-from fourview.recon.model import Reconstructor
+from fourview.recon.model import Reconstructor, VolumeRenderer
 from fourview.render.mesh_renderer import Lighting, MeshRenderer
 from fourview.views import load_views, views_to_model_input
 
@@ -60,6 +61,7 @@ def main() -> None:
     # Spread the objects over the groups: take every k-th folder.
     step = max(1, len(folders) // args.objects)
     folders = folders[::step][: args.objects]
+    volume = VolumeRenderer(model.config)  # stage B too: its SDF read as a log-density (volume_density)
     rows = []
     for folder in folders:
         meta = json.loads((folder / "cameras.json").read_text())
@@ -72,7 +74,7 @@ def main() -> None:
         t0 = time.perf_counter()
         with torch.no_grad():
             out = model(views_to_model_input(rig, model.config.unet.view_resolution), args.elevation)
-            vol = model.render(out, [cams], res).rgb[0].clamp(0, 1).numpy()  # [V, H, W, 3]
+            vol = model.render(out, [cams], res, renderer=volume).rgb[0].clamp(0, 1).numpy()  # [V, H, W, 3]
         t_vol = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

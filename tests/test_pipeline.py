@@ -136,3 +136,17 @@ def test_reconstruct_rejects_wrong_view_counts_and_sizes(tiny_recon, rig_views, 
     assert code == 2 and "4 view images" in err
     code, _, err = run(["export", str(tmp_path), "-o", str(tmp_path / "x.glb")], capsys)
     assert code == 2 and "no saved reconstruction" in err
+
+
+def test_stage_b_models_export_their_trained_surface():
+    """A DMTet-trained reconstructor is extracted on its tet grid (with its deformation), unless told otherwise."""
+    from fourview.pipeline import recon_export_config
+
+    volume, dmtet = recon_preset("demo", "volume"), recon_preset("demo", "dmtet")
+    assert recon_export_config(volume, {}, "cpu").method == "marching_cubes"
+    cfg = recon_export_config(dmtet, {}, "cpu")
+    assert (cfg.method, cfg.resolution) == ("dmtet", dmtet.tet_grid_resolution)
+    cfg = recon_export_config(dmtet, {"resolution": 64, "face_budget": 100}, "cpu")
+    assert (cfg.method, cfg.resolution, cfg.face_budget) == ("dmtet", 64, 100)
+    cfg = recon_export_config(dmtet, {"method": "marching_cubes"}, "cpu")
+    assert (cfg.method, cfg.resolution) == ("marching_cubes", 128)  # the user's choice, at the preset's grid

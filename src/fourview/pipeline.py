@@ -19,6 +19,7 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from fourview.errors import InputError
 from fourview.export.extract import ExportConfig, ExportResult, export_field
 from fourview.export.projection import ViewImages
 from fourview.images import WHITE_ALPHA_HIGH, composite_on_white, write_png
+from fourview.recon.config import ReconConfig
 from fourview.recon.saved_field import VIEWS_NAME
 from fourview.views import check_views, grid_image, views_to_model_input
 
@@ -54,6 +56,25 @@ def optimize_export_config() -> ExportConfig:
     (128 px by default), which a 128^3 grid and a 256 px texture would blur.
     """
     return ExportConfig(resolution=160, face_budget=40_000, texture_size=512)
+
+
+def trained_surface_export(recon: ReconConfig, export: ExportConfig, overrides: Mapping[str, object]) -> ExportConfig:
+    """``export`` set to extract the surface a stage-B (DMTet) reconstructor was trained to render.
+
+    Such a model's surface is its deformed tet-grid mesh (`fourview.recon.model.DMTetRenderer`):
+    marching tetrahedra with the decoder's deformation, on its ``tet_grid_resolution`` grid (or the
+    user's ``resolution``). Marching cubes of its SDF would ignore the trained deformation. A
+    ``method`` in ``overrides`` (the user's choice) and stage-A models keep ``export`` as it is.
+    """
+    if recon.renderer != "dmtet" or "method" in overrides:
+        return export
+    return replace(export, method="dmtet", resolution=int(overrides.get("resolution", recon.tet_grid_resolution)))
+
+
+def recon_export_config(recon: ReconConfig, overrides: Mapping[str, object], device: str) -> ExportConfig:
+    """Export settings for a reconstructor's field: the preset of its size, its trained surface, ``overrides``."""
+    preset = export_preset("demo" if recon.unet.resolution <= 64 else "full")
+    return trained_surface_export(recon, replace(preset, **{**overrides, "device": device}), overrides)
 
 
 def resolve_recon(name_or_path: str) -> str:
@@ -138,8 +159,7 @@ def reconstruct_views(
     model = Reconstructor.from_pretrained(recon_path, device=settings.device).eval()
     timings["load_recon_s"] = time.perf_counter() - t0
     cfg = model.config
-    preset = export_preset("demo" if cfg.unet.resolution <= 64 else "full")
-    export_cfg = replace(preset, **{**settings.export_overrides, "device": settings.device})
+    export_cfg = recon_export_config(cfg, settings.export_overrides, settings.device)
 
     t0 = time.perf_counter()
     x = views_to_model_input(views, cfg.unet.view_resolution).to(settings.device)
@@ -274,8 +294,7 @@ def optimize_views(
         model = Reconstructor.from_pretrained(recon_path, device=settings.device).eval()
         timings["load_recon_s"] = time.perf_counter() - t0
         result = refine_reconstruction(model, views, settings.elevation_deg, cfg, progress=progress)
-        preset = export_preset("demo" if model.config.unet.resolution <= 64 else "full")
-        export_cfg = replace(preset, **{**settings.export_overrides, "device": settings.device})
+        export_cfg = recon_export_config(model.config, settings.export_overrides, settings.device)
         job_meta = {"method": "refine", "recon": recon, "recon_path": recon_path, "refine": _asdict(cfg)}
     timings["optimize_s"] = result.time_s
     job_meta.update(

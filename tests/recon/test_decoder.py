@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from fourview.errors import InputError
-from fourview.recon.decoder import DecoderConfig, TriplaneDecoder, TriplaneField, decode_triplane
+from fourview.recon.decoder import (
+    DecoderConfig,
+    DecoderOutput,
+    TriplaneDecoder,
+    TriplaneField,
+    decode_triplane,
+    volume_density,
+)
 from fourview.recon.fields import SurfaceField
 from fourview.recon.triplane import sample_triplane_reference
 from fourview.recon.unet import TriplaneUNet, tiny_config
@@ -135,13 +142,21 @@ def test_field_is_a_surface_field_and_matches_the_grid_sample_reference():
     assert torch.equal(sdf < 0, density > iso)
 
 
-def test_field_of_sdf_decoder_refuses_volume_rendering_and_handles_no_points():
-    dec = TriplaneDecoder(DecoderConfig(geometry="sdf"), plane_channels=4, texture_channels=2)
+def test_field_of_sdf_decoder_reads_as_log_density_and_handles_no_points():
+    dec = TriplaneDecoder(DecoderConfig(geometry="sdf", density_iso=6.0), plane_channels=4, texture_channels=2)
     field = TriplaneField(dec, torch.randn(3, 4, 8, 8), texture_planes=torch.randn(3, 2, 16, 16))
     assert field.sdf(_points(9)).shape == (9,)
     assert field.color(torch.zeros(0, 3)).shape == (0, 3)
-    with pytest.raises(InputError, match="volume rendering needs 'density'"):
-        field.density_and_color(_points(3))
+    xyz = _points(30)
+    with torch.no_grad():
+        density, rgb = field.density_and_color(xyz)
+        sdf = field.sdf(xyz)
+    # volume_density inverts TriplaneField.sdf of a density field: the zero level is density_iso
+    torch.testing.assert_close(density, 6.0 * torch.exp(-sdf))
+    torch.testing.assert_close(math.log(6.0) - torch.log(density), sdf, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rgb, field.color(xyz))
+    far = volume_density(dec.config, DecoderOutput(rgb=rgb[:2], sdf=torch.tensor([-1e4, 1e4])))
+    assert torch.isfinite(far).all() and float(far[1]) > 0  # clamped like the density activation
     with pytest.raises(InputError, match=r"\[N, 3\]"):
         field.sdf(torch.zeros(4, 2))
 

@@ -11,8 +11,15 @@ import torch
 from fourview.cameras import Camera, orthogonal_rig, pixel_rays, random_cameras
 from fourview.errors import InputError
 from fourview.recon.config import recon_preset
-from fourview.recon.loading import from_pretrained, load_init_weights
-from fourview.recon.model import ReconOutput, Reconstructor, camera_rays, look_at_camera, make_renderer
+from fourview.recon.loading import from_pretrained, init_config, load_init_weights
+from fourview.recon.model import (
+    ReconOutput,
+    Reconstructor,
+    VolumeRenderer,
+    camera_rays,
+    look_at_camera,
+    make_renderer,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -210,6 +217,73 @@ def test_stage_b_init_from_stage_a_maps_the_decoder(tmp_path):
     assert torch.equal(db.sdf < 0, da.density > iso)
     # The deformation head starts at zero: stage B's first mesh lies on the regular grid.
     assert db.deform.shape == (50, 3) and torch.equal(db.deform, torch.zeros(50, 3))
+
+
+def test_stage_b_with_top_level_geometry_starts_from_stage_a(tmp_path):
+    """``geometry_downsample=0`` (the demo preset): both heads are stage A's, so is the whole surface."""
+    import dataclasses
+
+    cfg_a = recon_preset("tiny", "volume")
+    torch.manual_seed(4)
+    a = Reconstructor(dataclasses.replace(cfg_a, decoder=dataclasses.replace(cfg_a.decoder, density_iso=4.0))).eval()
+    with torch.no_grad():  # a non-trivial last layer (the fresh one is zero-initialised or nearly)
+        a.unet.head.conv.weight.normal_(0.0, 0.1)
+    folder = a.save_pretrained(tmp_path / "a")
+    cfg = recon_preset("tiny", "dmtet")
+    cfg = init_config(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, geometry_downsample=0)), folder)
+    assert cfg.decoder.density_iso == 4.0  # the level its SDF is zero at
+    assert init_config(recon_preset("tiny", "volume"), folder) == recon_preset("tiny", "volume")
+    torch.manual_seed(5)
+    b = Reconstructor(cfg).eval()
+    report = load_init_weights(b, folder)
+    assert report.skipped == []
+    assert {k for k in report.mapped if k.startswith("unet.")} == {f"unet.geometry_head.{k}" for k in
+                                                                   a.unet.head.state_dict()}  # fmt: skip
+    views = _views(1)
+    with torch.no_grad():
+        out_a, out_b = a(views, 20.0), b(views, 20.0)
+        xyz = torch.rand(200, 3) * 2 - 1
+        fa, fb = a.field(out_a), b.field(out_b)
+        torch.testing.assert_close(fb.sdf(xyz), fa.sdf(xyz), atol=1e-5, rtol=1e-5)  # log(iso) - log(density)
+        torch.testing.assert_close(fb.color(xyz), fa.color(xyz), atol=1e-6, rtol=1e-6)
+        # ... so the volume renderer draws stage B at its start as it drew stage A (refinement's renders)
+        cams = _cams(1, 2)
+        ra, rb = a.render(out_a, cams, 12), b.render(out_b, cams, 12, renderer=VolumeRenderer(b.config))
+    torch.testing.assert_close(rb.rgb, ra.rgb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rb.opacity, ra.opacity, atol=1e-5, rtol=1e-5)
+
+
+def test_exported_dmtet_surface_is_the_trained_mesh():
+    """Extraction of a stage-B field at its tet grid applies the deformation: DMTetRenderer's mesh exactly."""
+    from fourview.export.extract import extract_mesh
+
+    model = _model("dmtet", seed=6)
+    cfg = model.config
+    c = cfg.unet.plane_channels
+    r = cfg.unet.geometry_resolution
+    u = (torch.arange(r) + 0.5) / r * 2 - 1
+    planes = torch.zeros(1, 3, c, r, r)
+    planes[:, :, 0] = u[None, :] ** 2 + u[:, None] ** 2  # summed over the planes: 2 |xyz|^2
+    out = ReconOutput(planes, model(_views(1), 20.0).texture_planes)
+    first, last = model.decoder.geometry_mlp[0], model.decoder.geometry_mlp[-1]
+    with torch.no_grad():  # hidden 0 = 2 |xyz|^2; sdf = hidden 0 - 0.5 (a sphere of radius 0.5)
+        first.weight.zero_(), first.bias.zero_(), last.weight[0].zero_()
+        first.weight[0, [0, c, 2 * c]] = 1.0
+        first.bias[0] = 3.0  # SiLU(x + 3) - SiLU(3): monotonic in x, so still a sphere
+        last.weight[0, 0] = 1.0
+        last.bias[0] = -float(torch.nn.functional.silu(torch.tensor(3.5)))
+        last.weight[1:, 0] = torch.tensor([0.7, -0.4, 0.2])  # deformation varies with the radius
+        verts, faces = model.renderer.mesh(model.decoder, out, 0)
+        field = model.field(out)
+        deform = field.deform(model.renderer.grid(verts.device).verts)
+        got = extract_mesh(field, cfg.tet_grid_resolution, method="dmtet")
+        # the same surface through the level-shifting wrapper
+        flat = extract_mesh(field, cfg.tet_grid_resolution, method="dmtet", level=1e-7)
+    assert len(faces) > 0 and float(deform.std(0).min()) > 0  # a surface, and a grid that is deformed
+    np.testing.assert_allclose(got.verts, verts.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(got.faces, faces.numpy())
+    np.testing.assert_allclose(flat.verts, verts.numpy(), atol=1e-4)
+    assert _model("volume").field(_model("volume")(_views(1), 20.0)).deform(torch.zeros(2, 3)) is None
 
 
 def test_dmtet_mesh_moves_with_the_deformation_head():

@@ -277,6 +277,10 @@ def _marching_tets(
         def color(self, xyz: torch.Tensor) -> torch.Tensor:
             return field.color(xyz)
 
+        def deform(self, xyz: torch.Tensor) -> torch.Tensor | None:
+            deform_fn = getattr(field, "deform", None)
+            return deform_fn(xyz) if callable(deform_fn) else None
+
     with torch.no_grad():
         verts, faces = marching_tets_from_field(_Shifted() if level else field, resolution, chunk=chunk, device=device)
     verts, faces = verts.cpu().numpy(), faces.cpu().numpy()

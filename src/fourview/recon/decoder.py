@@ -32,7 +32,7 @@ from fourview.errors import InputError
 if TYPE_CHECKING:
     from fourview.recon.unet import UNetConfig
 
-__all__ = ["DecoderConfig", "DecoderOutput", "TriplaneDecoder", "TriplaneField", "decode_triplane"]
+__all__ = ["DecoderConfig", "DecoderOutput", "TriplaneDecoder", "TriplaneField", "decode_triplane", "volume_density"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class DecoderConfig:
     density_log_clamp: float = 15.0
     """The raw density output is clamped to [-c, c] before ``exp`` (no overflow, no zero gradients below)."""
     density_iso: float = 10.0
-    """Density of the surface, per unit length: ``TriplaneField.sdf`` of a density decoder is zero there."""
+    """Density of the surface, per unit length: ``TriplaneField.sdf`` of a density decoder is zero there
+    (and an SDF decoder's zero level is this density when volume-rendered, `volume_density`)."""
     deformation: bool = False
     """Also predict DMTet's per-vertex deformation (geometry "sdf" only; the stage-B presets turn it on)."""
 
@@ -166,6 +167,22 @@ class TriplaneDecoder(nn.Module):
         return DecoderOutput(rgb=rgb, sdf=raw, deform=deform if cfg.deformation else None)
 
 
+def volume_density(config: DecoderConfig, out: DecoderOutput) -> torch.Tensor:
+    """[...] density per unit length for volume rendering, from either kind of decoder.
+
+    A density decoder's own. An SDF decoder's ``sdf`` is read as the level function a density
+    decoder's field has (`TriplaneField.sdf`): ``density = density_iso * exp(-sdf)``, clamped like
+    the density activation. That is exact for stage B at its start (`fourview.recon.loading.
+    load_init_weights` maps stage A's density this way) and is how a stage-B model is refined with
+    the volume renderer (`fourview.recon.optimize.refine_reconstruction`): DMTet's silhouettes give
+    weak gradients (`fourview.recon.render_mesh`), the volume renderer's do not.
+    """
+    if out.density is not None:
+        return out.density
+    c = config.density_log_clamp
+    return torch.exp((math.log(config.density_iso) - out.sdf).clamp(-c, c))
+
+
 def decode_triplane(
     decoder: TriplaneDecoder,
     planes: torch.Tensor,
@@ -259,9 +276,16 @@ class TriplaneField:
         """[N, 3] points -> [N, 3] sRGB colour in (0, 1)."""
         return self.query(xyz).rgb
 
+    def deform(self, xyz: torch.Tensor) -> torch.Tensor | None:
+        """[N, 3] tet-grid vertices -> [N, 3] unbounded DMTet offsets (`fourview.recon.dmtet.deform_vertices`).
+
+        None when the decoder has no deformation head (stage A, or ``DecoderConfig.deformation`` off).
+        """
+        if not self.decoder.config.deformation:
+            return None
+        return self.query(xyz).deform
+
     def density_and_color(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[N, 3] points -> ([N] density per unit length, [N, 3] sRGB colour); density decoders only."""
+        """[N, 3] points -> ([N] density per unit length (`volume_density`), [N, 3] sRGB colour)."""
         out = self.query(xyz)
-        if out.density is None:
-            raise InputError("this field's decoder predicts an SDF (geometry='sdf'); volume rendering needs 'density'")
-        return out.density, out.rgb
+        return volume_density(self.decoder.config, out), out.rgb

@@ -279,10 +279,13 @@ def marching_tets_from_field(
     chunk: int = 262144,
     device: str | torch.device = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mesh a field's zero level set with marching tetrahedra on a regular grid (no gradients).
+    """Mesh a field's zero level set with marching tetrahedra on a tet grid (no gradients).
 
     Args:
-        field: anything with ``sdf(xyz [N, 3]) -> [N]`` over [-1, 1]^3 (negative inside).
+        field: anything with ``sdf(xyz [N, 3]) -> [N]`` over [-1, 1]^3 (negative inside). If it also
+            has ``deform(xyz [N, 3]) -> [N, 3] | None`` (a stage-B `TriplaneField`), the grid
+            vertices move by that offset first (`deform_vertices`): at the resolution the field
+            was trained with, this is the very mesh `DMTetRenderer` rendered in training.
         resolution: grid cells along each axis (`make_tet_grid`).
         chunk: grid vertices per ``field.sdf`` call, to bound memory.
         device: where the grid and the field evaluation live.
@@ -293,5 +296,9 @@ def marching_tets_from_field(
     if chunk < 1:
         raise InputError(f"chunk must be >= 1, got {chunk}")
     grid = make_tet_grid(resolution, device)
-    sdf = torch.cat([field.sdf(grid.verts[i : i + chunk]).reshape(-1) for i in range(0, len(grid.verts), chunk)])
-    return marching_tetrahedra(grid.verts, grid.tets, sdf.to(grid.verts.dtype))
+    chunks = [grid.verts[i : i + chunk] for i in range(0, len(grid.verts), chunk)]
+    sdf = torch.cat([field.sdf(c).reshape(-1) for c in chunks]).to(grid.verts.dtype)
+    deform_fn = getattr(field, "deform", None)
+    offsets = [deform_fn(c) for c in chunks] if callable(deform_fn) else [None]
+    deform = None if offsets[0] is None else torch.cat(offsets).to(grid.verts.dtype)
+    return dmtet_mesh(grid, sdf, deform=deform)

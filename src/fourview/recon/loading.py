@@ -16,7 +16,15 @@ import torch
 from fourview.errors import InputError
 from fourview.recon.config import ReconConfig
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "InitReport", "from_pretrained", "load_init_weights", "resolve_pretrained"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "InitReport",
+    "from_pretrained",
+    "init_config",
+    "load_init_weights",
+    "resolve_pretrained",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -152,6 +160,21 @@ class InitReport:
         return f"{len(self.copied)} copied, {len(self.mapped)} mapped, {len(self.skipped)} left fresh"
 
 
+def init_config(config: ReconConfig, name_or_path: str | Path) -> ReconConfig:
+    """``config`` as a model initialised from these weights (`load_init_weights`) should carry it.
+
+    An SDF decoder initialised from a density decoder takes its ``density_iso``: its SDF starts as
+    ``log(density_iso) - log(density)`` of the source, and `fourview.recon.decoder.volume_density`
+    reads it back with the same level. Anything else is returned unchanged.
+    """
+    from dataclasses import replace
+
+    source = _read_config(resolve_pretrained(name_or_path)).decoder
+    if config.decoder.geometry == "sdf" and source.geometry == "density":
+        return replace(config, decoder=replace(config.decoder, density_iso=source.density_iso))
+    return config
+
+
 def load_init_weights(model, name_or_path: str | Path) -> InitReport:
     """Initialise ``model`` from other pretrained weights (stage B from stage A), as far as they fit.
 
@@ -161,9 +184,10 @@ def load_init_weights(model, name_or_path: str | Path) -> InitReport:
     geometry MLP's output layer takes the trunk's density row as an SDF-like level function:
     ``sdf ~ log(density_iso) - raw`` (zero where the density is ``density_iso``, negative inside),
     i.e. the weights negated and the bias ``log(density_iso) - b``; its deformation rows (if any)
-    start at zero, so stage B starts from stage A's surface on the regular grid. The texture head of a split
-    U-Net takes the single head's weights when shapes fit (same names). Everything else (e.g. the
-    geometry head of a split U-Net at a lower resolution) keeps its fresh initialisation.
+    start at zero, so stage B starts from stage A's surface on the regular grid. Both heads of a split
+    U-Net take the single head's weights where shapes fit (the texture head by name; the geometry
+    head when it sits at the top level, ``geometry_downsample=0``, as in the demo preset).
+    Everything else (e.g. a geometry head at a lower resolution) keeps its fresh initialisation.
 
     Args:
         model: the `Reconstructor` to initialise (in place).
@@ -184,6 +208,13 @@ def load_init_weights(model, name_or_path: str | Path) -> InitReport:
         if k in state and state[k].shape == v.shape:
             new_state[k] = state[k]
             report.copied.append(k)
+    if not any(k.startswith("unet.geometry_head.") for k in state):
+        # From a single head: geometry planes at the same level decode from the same features.
+        for k, v in target.items():
+            src = state.get(k.replace("unet.geometry_head.", "unet.head.", 1))
+            if k.startswith("unet.geometry_head.") and k not in new_state and src is not None and src.shape == v.shape:
+                new_state[k] = src
+                report.mapped.append(k)
     trunk = sorted({k.split(".")[2] for k in state if k.startswith("decoder.trunk.")}, key=int)
     has_split = any(k.startswith("decoder.geometry_mlp.") for k in target)
     if trunk and has_split:

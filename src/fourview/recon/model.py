@@ -40,7 +40,7 @@ from torch import nn
 from fourview.cameras import FOV_DEG, Camera
 from fourview.errors import InputError
 from fourview.recon.config import ReconConfig
-from fourview.recon.decoder import TriplaneDecoder, TriplaneField, decode_triplane
+from fourview.recon.decoder import TriplaneDecoder, TriplaneField, decode_triplane, volume_density
 from fourview.recon.unet import TriplaneUNet
 
 __all__ = [
@@ -218,7 +218,7 @@ class VolumeRenderer:
         def field_fn(xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             # xyz [B * R * S, 3] ray-major, rays object-major: the first R * S points are object 0's
             dec = decode_triplane(decoder, planes, xyz.reshape(b, -1, 3), tex)
-            return dec.density.reshape(-1), dec.rgb.reshape(-1, 3)
+            return volume_density(decoder.config, dec).reshape(-1), dec.rgb.reshape(-1, 3)
 
         # With gradients everything goes in one call; without, in chunks of rays per object.
         step = v * n if torch.is_grad_enabled() else self.chunk
@@ -362,8 +362,9 @@ class Reconstructor(nn.Module):
         pixels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         fov_deg: torch.Tensor | float | None = None,
+        renderer: VolumeRenderer | DMTetRenderer | None = None,
     ) -> ReconRender:
-        """Render every object of ``out`` from its cameras with the configured renderer.
+        """Render every object of ``out`` from its cameras with the configured renderer (or ``renderer``).
 
         Args:
             out: triplanes of B objects.
@@ -375,6 +376,8 @@ class Reconstructor(nn.Module):
             generator: None for deterministic sample positions (evaluation), or a generator for
                 stratified jitter (training; volume renderer only).
             fov_deg: vertical field of view of c2w cameras, degrees: a number or [B, V] (default 30).
+            renderer: another renderer than ``config.renderer``'s, e.g. a `VolumeRenderer` for a
+                stage-B model (its SDF read as a log-density, `fourview.recon.decoder.volume_density`).
 
         Returns:
             `ReconRender`: [B, V, H, W, 3] RGB on white and [B, V, H, W] opacity, or [B, V, P, ...].
@@ -397,7 +400,7 @@ class Reconstructor(nn.Module):
             planes=out.planes.to(dtype),
             texture_planes=None if out.texture_planes is None else out.texture_planes.to(dtype),
         )
-        rgb, opacity = self.renderer(self.decoder, planes, c2w, fov, (h, w), pixels, generator)
+        rgb, opacity = (renderer or self.renderer)(self.decoder, planes, c2w, fov, (h, w), pixels, generator)
         return ReconRender(rgb=rgb, opacity=opacity)
 
     def save_pretrained(self, directory: str | Path) -> Path:

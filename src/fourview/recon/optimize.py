@@ -713,7 +713,8 @@ def refine_reconstruction(
 
     Args:
         model: a `fourview.recon.model.Reconstructor` (its weights are not changed: the decoder is
-            copied).
+            copied). Either stage: the losses see volume renders (a stage-B SDF read as a
+            log-density, `fourview.recon.decoder.volume_density`).
         views: the four rig views (`rig_view_set`), rig order.
         elevation_deg: the rig's elevation, degrees.
         config: schedule and weights.
@@ -729,7 +730,7 @@ def refine_reconstruction(
 
     from tqdm import tqdm
 
-    from fourview.recon.model import ReconOutput
+    from fourview.recon.model import ReconOutput, VolumeRenderer
     from fourview.views import views_to_model_input
 
     check_view_set(views)
@@ -754,6 +755,9 @@ def refine_reconstruction(
         refined.decoder.requires_grad_(True)
         params.append({"params": list(refined.decoder.parameters()), "lr": config.lr * config.decoder_lr_scale})
     opt = torch.optim.Adam(params)
+    # Stage B too: DMTet's silhouettes give weak gradients (`fourview.recon.render_mesh`), so its
+    # SDF is refined as the log-density it started from (`fourview.recon.decoder.volume_density`).
+    volume = VolumeRenderer(model.config)
 
     res = config.resolution or views.resolution[0]
     alpha, rgb = _resize_views(views.images, res)  # [V, H, W], [V, H, W, 3]
@@ -767,7 +771,7 @@ def refine_reconstruction(
     for step in range(config.steps):
         pix = torch.stack([torch.randperm(h * w, generator=gen)[: config.rays_per_view] for _ in range(v)])  # [V, P]
         out = refined.render(ReconOutput(planes, tex), c2w, (h, w), pixels=pix[None].to(dev), generator=gen,
-                             fov_deg=fov)  # fmt: skip
+                             fov_deg=fov, renderer=volume)  # fmt: skip
         t_rgb = target_rgb.gather(1, pix[..., None].expand(-1, -1, 3)).to(dev)
         t_a = target_a.gather(1, pix).to(dev)
         l_rgb = (out.rgb[0] - t_rgb).square().mean()

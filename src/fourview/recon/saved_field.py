@@ -42,6 +42,21 @@ def save_field(directory: str | Path, field: TriplaneField, config: ReconConfig,
     return out
 
 
+def load_field_config(directory: str | Path) -> ReconConfig:
+    """The `ReconConfig` saved with a field (in ``directory`` or its ``reconstruction/`` folder).
+
+    Raises:
+        InputError: the folder holds no saved field, or its config cannot be read.
+    """
+    folder = _reconstruction_folder(directory)
+    if not (folder / FIELD_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
+        raise InputError(f"no saved reconstruction in {directory} (expected {FIELD_NAME} and {CONFIG_NAME})")
+    try:
+        return ReconConfig.from_json((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {folder / CONFIG_NAME}: {' '.join(str(e).split())}") from None
+
+
 def load_field(directory: str | Path, device: str | torch.device = "cpu") -> TriplaneField:
     """Read a field written by `save_field` (or a ``fourview reconstruct`` output folder holding one).
 
@@ -49,12 +64,7 @@ def load_field(directory: str | Path, device: str | torch.device = "cpu") -> Tri
         InputError: the folder or its files are missing or unreadable.
     """
     folder = _reconstruction_folder(directory)
-    if not (folder / FIELD_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
-        raise InputError(f"no saved reconstruction in {directory} (expected {FIELD_NAME} and {CONFIG_NAME})")
-    try:
-        config = ReconConfig.from_json((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {folder / CONFIG_NAME}: {' '.join(str(e).split())}") from None
+    config = load_field_config(folder)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

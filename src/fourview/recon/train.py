@@ -501,6 +501,10 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise InputError("mixed_precision 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on a CPU")
     recon_cfg = cfg.recon_config()
+    if cfg.init_from is not None:
+        from fourview.recon.loading import init_config
+
+        recon_cfg = init_config(recon_cfg, cfg.init_from)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     tb = False

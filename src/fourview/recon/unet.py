@@ -175,7 +175,10 @@ def full_config(split_planes: bool = False) -> UNetConfig:
 def demo_config(split_planes: bool = False) -> UNetConfig:
     """64-pixel views and planes, 2.1 M parameters (8.4 MB in float32): trained here, runs on a laptop CPU.
 
-    One ResNet block per level going down (two coming up) keeps CPU training affordable.
+    One ResNet block per level going down (two coming up) keeps CPU training affordable. Split
+    (stage B), the geometry planes keep the full 64 texels (``geometry_downsample=0``): 32 would be
+    coarser than the 48-cell tet grid, and at the same level the geometry head has the shape of
+    stage A's single head, so stage B starts from stage A's surface (`load_init_weights`).
     """
     return UNetConfig(
         view_resolution=64,
@@ -189,6 +192,7 @@ def demo_config(split_planes: bool = False) -> UNetConfig:
         plane_channels=16,
         split_planes=split_planes,
         texture_channels=16,
+        geometry_downsample=0,
         xz_embedding_resolution=32,
     )
 
