@@ -124,13 +124,16 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
     """
     from PIL import Image
 
-    from fourview.pipeline import recon_export_config, resolve_recon
+    from fourview.pipeline import export_preset, recon_export_config, resolve_recon
     from fourview.recon.model import Reconstructor
     from fourview.recon.optimize import RefineConfig, refine_reconstruction
     from fourview.views import load_views, views_to_model_input
 
     model = Reconstructor.from_pretrained(resolve_recon(recon)).eval()
-    export_cfg = recon_export_config(model.config, {}, "cpu")  # as `fourview reconstruct` extracts it
+    # As `fourview reconstruct` extracts them: the prediction as the model's trained surface, the
+    # refined field by marching cubes (see `fourview.pipeline.optimize_views`).
+    before_cfg = recon_export_config(model.config, {}, "cpu")
+    after_cfg = export_preset("demo" if model.config.unet.resolution <= 64 else "full")
     refine_cfg = RefineConfig() if steps is None else RefineConfig(steps=steps)
     folders = sorted(
         p for p in data.iterdir() if p.name.startswith("synth_heldout_") and (p / "cameras.json").is_file()
@@ -152,7 +155,7 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
             t0 = time.perf_counter()
             after = refine_reconstruction(model, rig_view_set(rig, 20.0), 20.0, refine_cfg)
             row = {"name": folder.name, "refine_s": time.perf_counter() - t0}
-            for kind, fld in (("before", before), ("after", after.field)):
+            for kind, fld, export_cfg in (("before", before, before_cfg), ("after", after.field, after_cfg)):
                 path = tmp / f"{folder.name}_{kind}.glb"
                 with torch.no_grad():
                     export_field(fld, path, export_cfg)

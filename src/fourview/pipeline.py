@@ -294,7 +294,11 @@ def optimize_views(
         model = Reconstructor.from_pretrained(recon_path, device=settings.device).eval()
         timings["load_recon_s"] = time.perf_counter() - t0
         result = refine_reconstruction(model, views, settings.elevation_deg, cfg, progress=progress)
-        export_cfg = recon_export_config(model.config, settings.export_overrides, settings.device)
+        # Refinement fits volume renders, so its surface is the level set, not the DMTet grid's
+        # trained deformation: marching cubes, also for stage-B models (+1.0 dB against the
+        # deformed 48-cell mesh on 8 held-out objects, docs/benchmarks.md).
+        preset = export_preset("demo" if model.config.unet.resolution <= 64 else "full")
+        export_cfg = replace(preset, **{**settings.export_overrides, "device": settings.device})
         job_meta = {"method": "refine", "recon": recon, "recon_path": recon_path, "refine": _asdict(cfg)}
     timings["optimize_s"] = result.time_s
     job_meta.update(

@@ -116,6 +116,11 @@ def test_validation_metrics_logs_and_final_weights(rendered, tmp_path):
     assert res_b.steps == 1 and all(math.isfinite(x) for x in res_b.losses)
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["perceptual_used_in_training"]
     assert from_pretrained(res_b.final_dir).config.renderer == "dmtet"
+    # The same step with stage A's volume loss added (the SDF volume-rendered as a log-density).
+    stage_bv = _config(rendered, tmp_path / "bv", stage="dmtet", steps=1, batch_size=1, views_per_object=2,
+                       init_from=str(result.final_dir), perceptual_weight=0.5, volume_weight=2.0)  # fmt: skip
+    res_bv = train(stage_bv)
+    assert math.isfinite(res_bv.losses[0]) and res_bv.losses[0] > res_b.losses[0] + 1e-4
 
 
 def test_sample_pixels_modes():
@@ -155,8 +160,17 @@ def test_ema_average_and_swap():
 
 
 def test_bad_settings_are_rejected(tmp_path):  # the schedule itself: tests/test_lr_schedule.py
-    for bad in (dict(steps=0), dict(stage="nerf"), dict(ema_decay=1.0), dict(mixed_precision="fp8"),
-                dict(foreground_fraction=2.0), dict(mask_weight=-1.0), dict(stop_after_steps=0)):  # fmt: skip
+    for bad in (
+        dict(steps=0),
+        dict(stage="nerf"),
+        dict(ema_decay=1.0),
+        dict(mixed_precision="fp8"),
+        dict(foreground_fraction=2.0),
+        dict(mask_weight=-1.0),
+        dict(stop_after_steps=0),
+        dict(volume_weight=-1.0),
+        dict(volume_weight=1.0),
+    ):  # the last: stage A (the default) has no volume term
         with pytest.raises(InputError):
             TrainConfig(data="d", out="o", **bad)
     path = tmp_path / "cfg.json"

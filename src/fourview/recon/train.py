@@ -61,7 +61,7 @@ from fourview.recon.losses import (
     reconstruction_loss,
     ssim,
 )
-from fourview.recon.model import ReconOutput, ReconRender, Reconstructor
+from fourview.recon.model import ReconOutput, ReconRender, Reconstructor, VolumeRenderer
 
 __all__ = ["EMA", "TrainConfig", "TrainResult", "ValMetrics", "evaluate", "sample_pixels", "train"]
 
@@ -149,6 +149,10 @@ class TrainConfig:
     """Weight of the opacity loss against the frames' alpha."""
     mask_kind: Literal["bce", "l1"] = "bce"
     """Opacity loss kind."""
+    volume_weight: float = 0.0
+    """Stage B: weight of stage A's loss on ``rays_per_view`` pixels per frame volume-rendered from
+    the SDF read as a log-density (`fourview.recon.decoder.volume_density`). DMTet supervises only
+    the surface; this keeps the field around it a density that refinement can volume-render."""
     log_every: int = 10
     """Optimizer steps per CSV/TensorBoard row (loss terms averaged over them)."""
     tensorboard: bool = True
@@ -165,7 +169,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise InputError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("checkpoint_every", "validate_every", "warmup_steps", "num_workers", "max_grad_norm",
-                     "weight_decay", "seed"):  # fmt: skip
+                     "weight_decay", "seed", "volume_weight"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise InputError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
@@ -184,6 +188,8 @@ class TrainConfig:
             raise InputError(f"TrainConfig.stop_after_steps must be >= 1, got {self.stop_after_steps}")
         if self.num_threads is not None and self.num_threads < 1:
             raise InputError(f"TrainConfig.num_threads must be >= 1, got {self.num_threads}")
+        if self.volume_weight > 0 and self.stage != "dmtet":
+            raise InputError("TrainConfig.volume_weight is a stage-B term (stage 'dmtet'); stage A is volume-rendered")
         LossConfig(self.mse_weight, self.perceptual_weight, self.mask_weight, self.mask_kind)  # validates
 
     def recon_config(self) -> ReconConfig:
@@ -321,6 +327,7 @@ class _TrainingForward(nn.Module):
     def __init__(self, model: Reconstructor) -> None:
         super().__init__()
         self.model = model
+        self.volume = VolumeRenderer(model.config)
 
     def forward(
         self,
@@ -330,14 +337,32 @@ class _TrainingForward(nn.Module):
         fov_deg: torch.Tensor,
         pixels: torch.Tensor | None,
         generator: torch.Generator | None,
-    ) -> ReconRender:
+        volume_pixels: torch.Tensor | None = None,
+    ) -> tuple[ReconRender, ReconRender | None]:
+        """The configured renderer's render, and a volume render of ``volume_pixels`` (or None)."""
         out = self.model(views, elevation_deg)
         with torch.autocast(device_type=views.device.type, enabled=False):
             out32 = ReconOutput(
                 planes=out.planes.float(),
                 texture_planes=None if out.texture_planes is None else out.texture_planes.float(),
             )
-            return self.model.render(out32, c2w.float(), pixels=pixels, generator=generator, fov_deg=fov_deg.float())
+            c2w, fov = c2w.float(), fov_deg.float()
+            render = self.model.render(out32, c2w, pixels=pixels, generator=generator, fov_deg=fov)
+            if volume_pixels is None:
+                return render, None
+            volume = self.model.render(
+                out32, c2w, pixels=volume_pixels, generator=generator, fov_deg=fov, renderer=self.volume
+            )
+            return render, volume
+
+
+def _gather_pixels(
+    target_rgb: torch.Tensor, target_alpha: torch.Tensor, pixels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames [B, K, H, W, 3] and [B, K, H, W] at flat pixel indices [B, K, P]: [B, K, P, 3], [B, K, P]."""
+    b, k, h, w = target_alpha.shape
+    rgb = target_rgb.reshape(b, k, h * w, 3).gather(2, pixels[..., None].expand(-1, -1, -1, 3))
+    return rgb, target_alpha.reshape(b, k, h * w).gather(2, pixels)
 
 
 def sample_pixels(
@@ -661,19 +686,24 @@ def _train(cfg: TrainConfig) -> TrainResult:
         step_terms: dict[str, float] = {}
         for _ in range(cfg.grad_accumulation):
             batch: ObjectBatch = next(batches).to(device)
-            pixels = None
+            pixels = volume_pixels = None
             if cfg.stage == "volume":
                 pixels = sample_pixels(
                     batch.target_alpha, cfg.rays_per_view, cfg.ray_sampling, cfg.foreground_fraction, generator
                 )
+            elif cfg.volume_weight > 0:
+                volume_pixels = sample_pixels(
+                    batch.target_alpha, cfg.rays_per_view, "pixels", cfg.foreground_fraction, generator
+                )
             with accelerator.accumulate(wrapper):
-                render = wrapper(batch.views, batch.elevation_deg, batch.c2w, batch.fov_deg, pixels, generator)
+                render, volume = wrapper(
+                    batch.views, batch.elevation_deg, batch.c2w, batch.fov_deg, pixels, generator, volume_pixels
+                )
                 target_rgb, target_alpha = batch.target_rgb, batch.target_alpha
                 if pixels is not None:
-                    b, k, h, w = target_alpha.shape
-                    target_rgb = target_rgb.reshape(b, k, h * w, 3).gather(2, pixels[..., None].expand(-1, -1, -1, 3))
-                    target_alpha = target_alpha.reshape(b, k, h * w).gather(2, pixels)
+                    target_rgb, target_alpha = _gather_pixels(target_rgb, target_alpha, pixels)
                     if cfg.ray_sampling == "patch":  # whole patches: images for the perceptual term
+                        b, k = pixels.shape[:2]
                         side = math.isqrt(pixels.shape[-1])
                         target_rgb = target_rgb.reshape(b, k, side, side, 3)
                         target_alpha = target_alpha.reshape(b, k, side, side)
@@ -682,12 +712,21 @@ def _train(cfg: TrainConfig) -> TrainResult:
                             opacity=render.opacity.reshape(b, k, side, side),
                         )
                 terms = reconstruction_loss(render.rgb, render.opacity, target_rgb, target_alpha, loss_cfg, perceptual)
-                accelerator.backward(terms.total)
+                total = terms.total
+                if volume is not None:
+                    v_rgb, v_alpha = _gather_pixels(batch.target_rgb, batch.target_alpha, volume_pixels)
+                    volume_terms = reconstruction_loss(volume.rgb, volume.opacity, v_rgb, v_alpha, loss_cfg)
+                    total = total + cfg.volume_weight * volume_terms.total
+                accelerator.backward(total)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(wrapper.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            for name, value in terms.as_floats().items():
+            floats = terms.as_floats()
+            if volume is not None:
+                floats["loss"] = float(total.detach())
+                floats["volume"] = float(volume_terms.total.detach())
+            for name, value in floats.items():
                 step_terms[name] = step_terms.get(name, 0.0) + value / cfg.grad_accumulation
         loop.step += 1
         if ema is not None:
