@@ -437,14 +437,14 @@ def export(reconstruction, out_path, preset, turntable, project_views, face_budg
     import torch
 
     from fourview.export.extract import export_field
-    from fourview.pipeline import export_preset, trained_surface_export
-    from fourview.recon.saved_field import load_field, load_field_config, load_saved_views
+    from fourview.pipeline import export_preset, reexport_config
+    from fourview.recon.saved_field import load_field, load_field_config, load_field_metadata, load_saved_views
 
     overrides = _export_overrides(
         face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
     )
     base = replace(export_preset(preset), **overrides)
-    cfg = trained_surface_export(load_field_config(reconstruction), base, overrides)
+    cfg = reexport_config(load_field_config(reconstruction), load_field_metadata(reconstruction), base, overrides)
     field_ = load_field(reconstruction)
     views = load_saved_views(reconstruction) if project_views else None  # what reconstruct projected
     paths = [out_path, *(out_path.with_suffix(f".{fmt}") for fmt in formats)]

@@ -71,6 +71,20 @@ def trained_surface_export(recon: ReconConfig, export: ExportConfig, overrides: 
     return replace(export, method="dmtet", resolution=int(overrides.get("resolution", recon.tet_grid_resolution)))
 
 
+def reexport_config(
+    recon: ReconConfig, metadata: Mapping[str, object], export: ExportConfig, overrides: Mapping[str, object]
+) -> ExportConfig:
+    """`fourview export`'s settings for a saved field: extracted as the command that saved it did.
+
+    A fitted or refined field (``metadata["method"]`` "optimize" or "refine", `optimize_views`) was
+    fitted to volume renders and keeps ``export`` (marching cubes); a reconstructor's prediction
+    gets `trained_surface_export`.
+    """
+    if metadata.get("method") in ("optimize", "refine"):
+        return export
+    return trained_surface_export(recon, export, overrides)
+
+
 def recon_export_config(recon: ReconConfig, overrides: Mapping[str, object], device: str) -> ExportConfig:
     """Export settings for a reconstructor's field: the preset of its size, its trained surface, ``overrides``."""
     preset = export_preset("demo" if recon.unet.resolution <= 64 else "full")

@@ -83,11 +83,12 @@ def test_fit_sphere_matches_novel_silhouettes_and_loss_falls(rig):
 
 
 def test_fit_from_a_sphere_start_and_config_roundtrip(rig, tmp_path):
-    from fourview.recon.saved_field import load_field, save_field
+    from fourview.recon.saved_field import load_field, load_field_metadata, save_field
 
     result = optimize_field(rig, replace(TINY, init="sphere", steps=40, photo_consistency=True))
     assert np.isfinite(result.final_loss)
-    save_field(tmp_path / "rec", result.field, result.config)
+    save_field(tmp_path / "rec", result.field, result.config, {"method": "optimize", "recon": None})
+    assert load_field_metadata(tmp_path / "rec") == {"method": "optimize", "recon": None}
     loaded = load_field(tmp_path / "rec")
     x = torch.rand(100, 3) * 2 - 1
     with torch.no_grad():

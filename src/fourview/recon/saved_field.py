@@ -57,6 +57,33 @@ def load_field_config(directory: str | Path) -> ReconConfig:
         raise InputError(f"cannot read {folder / CONFIG_NAME}: {' '.join(str(e).split())}") from None
 
 
+def load_field_metadata(directory: str | Path) -> dict:
+    """The ``metadata`` given to `save_field` (JSON values decoded; empty for a field saved without).
+
+    Raises:
+        InputError: the folder holds no saved field, or the file cannot be read.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = _reconstruction_folder(directory) / FIELD_NAME
+    if not path.is_file():
+        raise InputError(f"no saved reconstruction in {directory} (expected {FIELD_NAME})")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+    out = {}
+    for key, value in raw.items():
+        if key in ("format", "library"):
+            continue
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def load_field(directory: str | Path, device: str | torch.device = "cpu") -> TriplaneField:
     """Read a field written by `save_field` (or a ``fourview reconstruct`` output folder holding one).
 
