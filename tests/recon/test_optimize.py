@@ -140,6 +140,19 @@ def test_refine_lowers_the_loss_and_keeps_the_model(rig):
     assert result.config == model.config
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("stage", ["volume", "dmtet"])
+def test_refine_runs_on_cuda_in_both_stages(rig, stage):
+    """Refinement on a CUDA model (the render jitter's generator lives there); stage B volume-renders."""
+    from fourview.recon.config import recon_preset
+    from fourview.recon.model import Reconstructor
+
+    model = Reconstructor(recon_preset("tiny", stage)).eval().cuda()
+    result = refine_reconstruction(model, rig, 20.0, RefineConfig(steps=3, rays_per_view=64))
+    assert result.field.planes.is_cuda and all(np.isfinite(h["loss"]) for h in result.history)
+
+
 # ------------------------------------------------------------------------------ input errors
 
 

@@ -741,6 +741,8 @@ def refine_reconstruction(
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(config.seed)
     dev = next(model.parameters()).device
+    # The renderer's sample jitter is drawn on the model's device (a CPU generator fails on CUDA).
+    render_gen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(config.seed)
     with torch.no_grad():
         x = views_to_model_input(views.images, model.config.unet.view_resolution).to(dev)
         pred = model(x, elevation_deg)
@@ -770,7 +772,7 @@ def refine_reconstruction(
     bar = tqdm(total=config.steps, desc="refine", unit="step", disable=not progress, leave=False)
     for step in range(config.steps):
         pix = torch.stack([torch.randperm(h * w, generator=gen)[: config.rays_per_view] for _ in range(v)])  # [V, P]
-        out = refined.render(ReconOutput(planes, tex), c2w, (h, w), pixels=pix[None].to(dev), generator=gen,
+        out = refined.render(ReconOutput(planes, tex), c2w, (h, w), pixels=pix[None].to(dev), generator=render_gen,
                              fov_deg=fov, renderer=volume)  # fmt: skip
         t_rgb = target_rgb.gather(1, pix[..., None].expand(-1, -1, 3)).to(dev)
         t_a = target_a.gather(1, pix).to(dev)
