@@ -8,7 +8,10 @@ compared with those frames (MSE + a perceptual term + an opacity term, `fourview
 * Stage A (``stage="volume"``) renders ``rays_per_view`` rays per camera: random pixels (half of
   them, by default, on the object's silhouette, which is where the information is) or one random
   square patch (``ray_sampling="patch"``, which lets the perceptual term see image structure).
-* Stage B (``stage="dmtet"``) renders whole images at the config's ``render_resolution``.
+* Stage B (``stage="dmtet"``) renders whole images at the config's ``render_resolution``; with
+  ``volume_weight`` it also volume-renders ``rays_per_view`` random pixels per camera from the
+  SDF read as a log-density and adds that loss (``loss`` in the log includes it; TensorBoard has
+  it alone as ``train/volume``; ``mse`` and ``mask`` stay the DMTet render's).
 
 Distributed training and mixed precision come from Accelerate (``accelerate launch`` for DDP and
 multi-node); the renderers always run in float32. The learning rate follows linear warm-up and
