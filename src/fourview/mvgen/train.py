@@ -528,13 +528,9 @@ def _train_vae(vae, grids: CaptionedImages, c: MVGenTrainConfig, device) -> None
         x = x.to(device)  # [B, 3, crop, crop]
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)
-        rec = vae.decode(z).sample
-        l1 = (rec - x).abs().mean()
-        edge = _grad_l1(rec, x)
-        # L1 alone first learns luminance and the data's mean hue; squared and low-pass terms pull the colours in
-        colour = ((rec - x) ** 2).mean() + (F.avg_pool2d(rec, 4) - F.avg_pool2d(x, 4)).abs().mean()
+        reconstruction, l1, edge = _vae_loss(c, vae.decode(z).sample, x)
         kl = post.kl().mean() / z[0].numel()
-        loss = l1 + c.vae_edge_weight * edge + c.vae_colour_weight * colour + c.vae_kl_weight * kl
+        loss = reconstruction + c.vae_kl_weight * kl
         if c.vae_latent_colour_weight > 0:
             pooled = F.avg_pool2d(x, x.shape[-1] // post.mean.shape[-1])  # [B, 3, h, w], the latent's size
             loss = loss + c.vae_latent_colour_weight * (post.mean[:, :3] - pooled).abs().mean()
@@ -549,10 +545,14 @@ def _train_vae(vae, grids: CaptionedImages, c: MVGenTrainConfig, device) -> None
     vae.eval()
 
 
-def _vae_loss(c: MVGenTrainConfig, rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reconstruction loss of the VAE (no KL): L1 + edge + colour terms."""
+def _vae_loss(
+    c: MVGenTrainConfig, rec: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reconstruction loss of the VAE (no KL): (L1 + edge + colour terms, the L1 term, the edge term)."""
+    l1, edge = (rec - x).abs().mean(), _grad_l1(rec, x)
+    # L1 alone first learns luminance and the data's mean hue; squared and low-pass terms pull the colours in
     colour = ((rec - x) ** 2).mean() + (F.avg_pool2d(rec, 4) - F.avg_pool2d(x, 4)).abs().mean()
-    return (rec - x).abs().mean() + c.vae_edge_weight * _grad_l1(rec, x) + c.vae_colour_weight * colour
+    return l1 + c.vae_edge_weight * edge + c.vae_colour_weight * colour, l1, edge
 
 
 def _train_decoder(c: MVGenTrainConfig) -> MVGenTrainResult:
@@ -592,7 +592,7 @@ def _train_decoder(c: MVGenTrainConfig) -> MVGenTrainResult:
         with torch.no_grad():
             post = vae.encode(x).latent_dist
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
-        loss = _vae_loss(c, vae.decode(z).sample, x)
+        loss = _vae_loss(c, vae.decode(z).sample, x)[0]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
