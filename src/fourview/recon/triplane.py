@@ -100,7 +100,7 @@ def sample_triplane(planes: torch.Tensor, xyz: torch.Tensor, *, backend: Backend
     _check_inputs(planes, xyz)
     kind = _pick_backend(planes, backend)
     if kind == "grid_sample":
-        return sample_triplane_reference(planes, xyz)
+        return _grid_sample_triplane(planes, xyz)
     return _SampleTriplane.apply(planes, xyz, kind == "numba")
 
 
@@ -115,6 +115,11 @@ def sample_triplane_reference(planes: torch.Tensor, xyz: torch.Tensor) -> torch.
         [B, N, 3, C], a permuted (non-contiguous) view of grid_sample's output.
     """
     _check_inputs(planes, xyz)
+    return _grid_sample_triplane(planes, xyz)
+
+
+def _grid_sample_triplane(planes: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
+    """`sample_triplane_reference` on checked inputs: one ``F.grid_sample`` call for the three planes."""
     b, _, c, h, w = planes.shape
     n = xyz.shape[1]
     grid = torch.stack([xyz[..., list(axes)] for axes in PLANE_AXES], dim=1)  # [B, 3, N, 2]
