@@ -270,19 +270,8 @@ def _marching_tets(
 ) -> ExtractOutput:
     from fourview.recon.dmtet import marching_tets_from_field
 
-    class _Shifted:
-        def sdf(self, xyz: torch.Tensor) -> torch.Tensor:
-            return field.sdf(xyz) - level
-
-        def color(self, xyz: torch.Tensor) -> torch.Tensor:
-            return field.color(xyz)
-
-        def deform(self, xyz: torch.Tensor) -> torch.Tensor | None:
-            deform_fn = getattr(field, "deform", None)
-            return deform_fn(xyz) if callable(deform_fn) else None
-
     with torch.no_grad():
-        verts, faces = marching_tets_from_field(_Shifted() if level else field, resolution, chunk=chunk, device=device)
+        verts, faces = marching_tets_from_field(field, resolution, chunk=chunk, device=device, level=level)
     verts, faces = verts.cpu().numpy(), faces.cpu().numpy()
     if len(faces) == 0:
         raise InputError(f"field has no surface inside [-1, 1]^3 (no SDF sign change on a {resolution}^3 tet grid)")

@@ -278,8 +278,9 @@ def marching_tets_from_field(
     resolution: int,
     chunk: int = 262144,
     device: str | torch.device = "cpu",
+    level: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mesh a field's zero level set with marching tetrahedra on a tet grid (no gradients).
+    """Mesh a field's level set ``sdf = level`` with marching tetrahedra on a tet grid (no gradients).
 
     Args:
         field: anything with ``sdf(xyz [N, 3]) -> [N]`` over [-1, 1]^3 (negative inside). If it also
@@ -289,6 +290,7 @@ def marching_tets_from_field(
         resolution: grid cells along each axis (`make_tet_grid`).
         chunk: grid vertices per ``field.sdf`` call, to bound memory.
         device: where the grid and the field evaluation live.
+        level: the iso-value (0: the zero level set).
 
     Returns:
         verts [M, 3] float32, faces [F, 3] int64 (outward winding), on ``device``.
@@ -297,8 +299,10 @@ def marching_tets_from_field(
         raise InputError(f"chunk must be >= 1, got {chunk}")
     grid = make_tet_grid(resolution, device)
     chunks = [grid.verts[i : i + chunk] for i in range(0, len(grid.verts), chunk)]
-    sdf = torch.cat([field.sdf(c).reshape(-1) for c in chunks]).to(grid.verts.dtype)
-    deform_fn = getattr(field, "deform", None)
-    offsets = [deform_fn(c) for c in chunks] if callable(deform_fn) else [None]
-    deform = None if offsets[0] is None else torch.cat(offsets).to(grid.verts.dtype)
+    sdf = torch.cat([field.sdf(c).reshape(-1) for c in chunks]).to(grid.verts.dtype) - level
+    deform = None
+    if callable(getattr(field, "deform", None)):
+        offsets = [field.deform(c) for c in chunks]
+        if offsets[0] is not None:
+            deform = torch.cat(offsets).to(grid.verts.dtype)
     return dmtet_mesh(grid, sdf, deform=deform)
