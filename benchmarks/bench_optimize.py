@@ -124,7 +124,7 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
     """
     from PIL import Image
 
-    from fourview.pipeline import export_preset, recon_export_config, resolve_recon
+    from fourview.pipeline import recon_export_config, resolve_recon, sized_export_config
     from fourview.recon.model import Reconstructor
     from fourview.recon.optimize import RefineConfig, refine_reconstruction
     from fourview.views import load_views, views_to_model_input
@@ -133,7 +133,7 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
     # As `fourview reconstruct` extracts them: the prediction as the model's trained surface, the
     # refined field by marching cubes (see `fourview.pipeline.optimize_views`).
     before_cfg = recon_export_config(model.config, {}, "cpu")
-    after_cfg = export_preset("demo" if model.config.unet.resolution <= 64 else "full")
+    after_cfg = sized_export_config(model.config, {}, "cpu")
     refine_cfg = RefineConfig() if steps is None else RefineConfig(steps=steps)
     folders = sorted(
         p for p in data.iterdir() if p.name.startswith("synth_heldout_") and (p / "cameras.json").is_file()

@@ -85,10 +85,15 @@ def reexport_config(
     return trained_surface_export(recon, export, overrides)
 
 
-def recon_export_config(recon: ReconConfig, overrides: Mapping[str, object], device: str) -> ExportConfig:
-    """Export settings for a reconstructor's field: the preset of its size, its trained surface, ``overrides``."""
+def sized_export_config(recon: ReconConfig, overrides: Mapping[str, object], device: str) -> ExportConfig:
+    """The export preset of a reconstructor's size (``demo`` up to 64-pixel views), then ``overrides``."""
     preset = export_preset("demo" if recon.unet.resolution <= 64 else "full")
-    return trained_surface_export(recon, replace(preset, **{**overrides, "device": device}), overrides)
+    return replace(preset, **{**overrides, "device": device})
+
+
+def recon_export_config(recon: ReconConfig, overrides: Mapping[str, object], device: str) -> ExportConfig:
+    """Export settings for a reconstructor's prediction: `sized_export_config`, its trained surface."""
+    return trained_surface_export(recon, sized_export_config(recon, overrides, device), overrides)
 
 
 def resolve_recon(name_or_path: str) -> str:
@@ -311,8 +316,7 @@ def optimize_views(
         # Refinement fits volume renders, so its surface is the level set, not the DMTet grid's
         # trained deformation: marching cubes, also for stage-B models (+1.0 dB against the
         # deformed 48-cell mesh on 8 held-out objects, docs/benchmarks.md).
-        preset = export_preset("demo" if model.config.unet.resolution <= 64 else "full")
-        export_cfg = replace(preset, **{**settings.export_overrides, "device": settings.device})
+        export_cfg = sized_export_config(model.config, settings.export_overrides, settings.device)
         job_meta = {"method": "refine", "recon": recon, "recon_path": recon_path, "refine": _asdict(cfg)}
     timings["optimize_s"] = result.time_s
     job_meta.update(
