@@ -123,6 +123,75 @@ def test_visual_hull_contains_the_sphere_and_projection_matches_cameras(rig):
     assert float(field.sdf(torch.zeros(1, 3))) < 0 < float(field.sdf(torch.tensor([[0.95, 0.95, 0.95]])))
 
 
+class _Ball:
+    """A sphere SDF of learnable radius, with the `_Field` methods the stereo term calls."""
+
+    def __init__(self, radius: float) -> None:
+        self.radius = torch.tensor(radius, requires_grad=True)
+
+    def sdf(self, xyz: torch.Tensor) -> torch.Tensor:
+        return xyz.norm(dim=-1) - self.radius
+
+    def gradient(self, xyz: torch.Tensor, h: float) -> torch.Tensor:
+        return torch.nn.functional.normalize(xyz, dim=-1)
+
+
+def _stereo_terms(views: ViewSet, radius: float) -> tuple[float, float]:
+    """The stereo loss of a ball of ``radius`` on rays of view 0 that hit it, and d loss / d radius."""
+    from fourview.recon.model import camera_rays
+    from fourview.recon.optimize import _stereo_loss, _StereoViews
+
+    cfg = replace(TINY, stereo_weight=1.0, stereo_resolution=64, stereo_blur_start_px=1.0, stereo_blur_end_px=1.0)
+    sv = _StereoViews(views, cfg)
+    o, d = camera_rays(torch.from_numpy(views.c2w[:1]).float(), float(views.fov_deg[0]), 64)
+    o, d = o[0], d[0]
+    b = (o * d).sum(-1)
+    disc = b.square() - (o.square().sum(-1) - radius**2)
+    hit = disc > 0.05  # rays well inside the ball's outline
+    t = -b[hit] - disc[hit].sqrt()
+    pts = o[hit] + t[:, None] * d[hit]
+    ball = _Ball(radius)
+    loss = _stereo_loss(ball, sv, pts, d[hit], torch.zeros(len(pts), dtype=torch.long), 0, 0.01, 64)
+    loss.backward()
+    return float(loss.detach()), float(ball.radius.grad)
+
+
+def test_stereo_term_prefers_the_true_surface():
+    """Two views agree on the colours of the true sphere's surface; a larger or smaller sphere puts
+    each view's colours in the wrong place for the other, and the gradient points back."""
+    views = rig_view_set(sphere_views(orthogonal_rig(20.0), 64), 20.0)
+    at_truth, _ = _stereo_terms(views, RADIUS)
+    too_big, grad_big = _stereo_terms(views, 1.08 * RADIUS)
+    too_small, grad_small = _stereo_terms(views, 0.92 * RADIUS)
+    assert at_truth < 0.3 * min(too_big, too_small)
+    assert grad_big > 0 > grad_small  # descent moves the radius towards the truth
+
+
+def test_stereo_views_project_as_the_cameras():
+    from fourview.cameras import project_points
+    from fourview.recon.optimize import _StereoViews
+
+    views = rig_view_set(sphere_views(orthogonal_rig(20.0), 32), 20.0)
+    sv = _StereoViews(views, replace(TINY, stereo_resolution=32))
+    pts = torch.tensor([[0.3, 0.2, -0.1], [0.0, 0.0, 0.0]])
+    g = sv.project(pts)
+    for v, cam in enumerate(orthogonal_rig(20.0)):
+        ref = project_points(pts.numpy(), cam, 32)  # (col, row, depth)
+        np.testing.assert_allclose((g[v, :, :2].numpy() + 1) / 2 * 32, ref[:, :2], atol=1e-3)
+    # pick reads point s in view[s]: the blurred colour level of view 2 at the image centre.
+    centre = sv.pick(sv.levels[0], torch.zeros(4, 1, 2), torch.tensor([2]))
+    torch.testing.assert_close(centre[0], sv.levels[0][2, :, 15:17, 15:17].mean((1, 2)), atol=1e-4, rtol=0)
+
+
+def test_fit_with_the_stereo_term_keeps_the_silhouettes(rig):
+    result = optimize_field(rig, replace(TINY, stereo_weight=1.0, stereo_start_fraction=0.4, stereo_resolution=32))
+    stereo = [h["stereo"] for h in result.history if "stereo" in h]
+    assert stereo[0] == 0.0 and max(stereo) > 0.0  # off in the coarse stage, on after it
+    truth = lambda x: x.norm(dim=-1) - RADIUS  # noqa: E731
+    for cam in (Camera(45.0, 0.0), Camera(225.0, 40.0)):
+        assert iou(silhouette(result.field.sdf, cam), silhouette(truth, cam)) > 0.9, cam
+
+
 def test_refine_lowers_the_loss_and_keeps_the_model(rig):
     from fourview.recon.config import recon_preset
     from fourview.recon.model import Reconstructor
@@ -223,5 +292,9 @@ def test_bad_config_is_an_input_error():
         OptimizeConfig(steps=0)
     with pytest.raises(InputError):
         OptimizeConfig(plane_resolution=7)
+    for bad in ({"stereo_weight": -1.0}, {"stereo_start_fraction": 1.0}, {"stereo_blur_end_px": 0.0},
+                {"smooth_scale": 0.0}):  # fmt: skip
+        with pytest.raises(InputError):
+            OptimizeConfig(**bad)
     with pytest.raises(InputError):
         RefineConfig(rays_per_view=0)

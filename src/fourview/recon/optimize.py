@@ -26,7 +26,12 @@ Two jobs behind ``fourview reconstruct --optimize``:
        distance (which the silhouette model needs);
      - smoothness: ``|n(x) - n(x + eps)|^2`` between normals of nearby points near the surface: a
        curvature penalty that rounds what no silhouette pins down (the box corners of the visual
-       hull between the views) while the silhouettes hold the outline.
+       hull between the views) while the silhouettes hold the outline;
+     - stereo (after the first ``stereo_start_fraction`` of the steps): a surface point seen by its
+       ray's view and by a second view (facing it, unoccluded, inside its silhouette) should have
+       one colour in both images (blurred, coarse to fine). The point moves along its ray with the
+       surface (implicit differentiation), so texture seen by two views sets the depth between
+       them: a box's faces stay flat instead of the pillow the smoothness prior alone makes.
 
   3. texture: geometry frozen, the texture planes are fitted to every input pixel's colour at its
      ray's first surface hit (views at up to 256 px), weighted by the cosine to the 4th between
@@ -269,10 +274,31 @@ class OptimizeConfig:
     smooth_weight: float = 0.3
     """Weight of the normal-consistency (curvature) penalty: the prior on the shape between the
     views (0.01 leaves the visual hull's boxes: 22.6 dB on keenan_spot; 0.3: 24.7 dB)."""
+    smooth_scale: float = 0.02
+    """Spread of the point pairs whose normals the smoothness term compares, object units (0.05
+    rounded the soccer ball better but erased the table's legs, docs/benchmarks.md)."""
     photo_consistency: bool = False
     """In the fine stage, let the colour loss move the surface (its hit points follow the SDF
     along their rays, IDR's implicit differentiation): the views' colours then pin down the shape
     where two views see it. Off by default: +0.1 dB on keenan_spot, no help on the cracker box."""
+    stereo_weight: float = 1.0
+    """Weight of the two-view photo-consistency (stereo) term: a surface point that one view sees
+    and another also sees (facing it, unoccluded, inside its silhouette) must have the same colour
+    in both images; the point moves along the first view's ray (implicit differentiation, IDR), so
+    texture seen by two views pins the shape between them (0 turns it off; on the 9 real objects
+    of issue 6 it took the mean SSIM at 128 px from 0.808 to 0.831, docs/benchmarks.md)."""
+    stereo_rays: int = 1024
+    """Surface points of the stereo term per step."""
+    stereo_resolution: int = 256
+    """Side of the images the stereo term samples, pixels."""
+    stereo_blur_start_px: float = 4.0
+    """Gaussian blur (sigma, pixels at ``stereo_resolution``) of those images at the start: a wide
+    basin for shapes that are far off ..."""
+    stereo_blur_end_px: float = 1.0
+    """... and at the end."""
+    stereo_start_fraction: float = 0.4
+    """Fraction of the steps before the stereo term starts. From the first step, where the shape
+    is still the visual hull, periodic texture (a mug's stripes) locked onto wrong depths."""
     edge_start_px: float = 2.0
     """Width of the modelled silhouette edge at the start, pixels (sigmoid scale)."""
     edge_end_px: float = 0.25
@@ -300,6 +326,14 @@ class OptimizeConfig:
             raise InputError(f"init must be 'hull' or 'sphere', got {self.init!r}")
         if not 0.0 <= self.coarse_fraction < 1.0:
             raise InputError(f"coarse fraction must be in [0, 1), got {self.coarse_fraction}")
+        if self.stereo_weight < 0 or self.stereo_rays < 1 or self.stereo_resolution < 16:
+            raise InputError("stereo weight must be >= 0, stereo rays >= 1 and stereo resolution >= 16")
+        if not (self.stereo_blur_start_px > 0 and self.stereo_blur_end_px > 0):
+            raise InputError("stereo blur widths must be positive")
+        if not self.smooth_scale > 0:
+            raise InputError(f"smooth scale must be positive, got {self.smooth_scale}")
+        if not 0.0 <= self.stereo_start_fraction < 1.0:
+            raise InputError(f"stereo start fraction must be in [0, 1), got {self.stereo_start_fraction}")
         if not (self.edge_start_px > 0 and self.edge_end_px > 0 and self.lr > 0):
             raise InputError("edge widths and the learning rate must be positive")
 
@@ -463,6 +497,97 @@ def _ray_min_sdf(fld: _Field, o: torch.Tensor, d: torch.Tensor, n: int, gen: tor
     return dmin, fine.gather(1, kk[:, None])[:, 0], t_hit
 
 
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[N, C, H, W] blurred by a Gaussian of ``sigma`` pixels (separable, edges replicated)."""
+    r = max(1, int(math.ceil(3.0 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=images.dtype)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = g / g.sum()
+    c = images.shape[1]
+    out = F.conv2d(F.pad(images, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(out, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+class _StereoViews:
+    """The views as the stereo term samples them: cameras, alpha, and colour blurred at a few widths."""
+
+    def __init__(self, views: ViewSet, cfg: OptimizeConfig) -> None:
+        alpha, rgb = _resize_views(views.images, cfg.stereo_resolution)  # [V, H, W], [V, H, W, 3]
+        self.aspect = alpha.shape[2] / alpha.shape[1]
+        self.c2w = torch.from_numpy(views.c2w).float()  # [V, 4, 4]
+        self.fov_deg = torch.from_numpy(views.fov_deg).float()  # [V]
+        self.alpha = alpha[:, None]  # [V, 1, H, W]
+        premult = rgb.permute(0, 3, 1, 2) * self.alpha
+        n = 5
+        self.sigmas = [cfg.stereo_blur_start_px * (cfg.stereo_blur_end_px / cfg.stereo_blur_start_px) ** (i / (n - 1))
+                       for i in range(n)]  # fmt: skip
+        # Blurred colour of the object's pixels only (normalised by the blurred alpha): the
+        # background does not bleed into the outline.
+        self.levels = [
+            _gaussian_blur(premult, s) / _gaussian_blur(self.alpha, s).clamp(min=1e-3) for s in self.sigmas
+        ]  # [V, 3, H, W] each
+
+    def project(self, xyz: torch.Tensor) -> torch.Tensor:
+        """[S, 3] object-frame points -> [V, S, 3] ``(gx, gy, depth)`` in every view (`visual_hull.project`)."""
+        from fourview.recon.visual_hull import project
+
+        return project(xyz, self.c2w, self.fov_deg, self.aspect)
+
+    @staticmethod
+    def pick(images: torch.Tensor, g: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """Images [V, C, H, W] at grid points g [V, S, 2] -> [S, C]: point s read in view ``view[s]``."""
+        from fourview.recon.visual_hull import sample_images
+
+        return sample_images(images, g)[view, torch.arange(len(view))]
+
+
+def _stereo_loss(
+    fld: _Field, sv: _StereoViews, pts: torch.Tensor, dirs: torch.Tensor, view_a: torch.Tensor,
+    level: int, h_fd: float, n_samples: int,
+) -> torch.Tensor:  # fmt: skip
+    """Two-view photo-consistency of surface points (see `OptimizeConfig.stereo_weight`).
+
+    Args:
+        pts: [S, 3] surface hits (detached) of rays of views ``view_a`` [S] with unit directions
+            ``dirs`` [S, 3].
+        level: which blur level of ``sv`` to compare.
+
+    Returns:
+        scalar: squared colour difference between the two views, weighted by how squarely the
+        second view sees the point.
+    """
+    from fourview.recon.visual_hull import sample_images
+
+    with torch.no_grad():
+        for _ in range(2):  # secant steps from the sampled crossing onto the surface
+            pts = pts - dirs * fld.sdf(pts)[:, None]
+        normal = F.normalize(fld.gradient(pts, h_fd), dim=-1)  # [S, 3]
+        to_cam = sv.c2w[:, :3, 3][None] - pts[:, None]  # [S, V, 3]
+        dist = to_cam.norm(dim=-1)  # [S, V]
+        facing = (normal[:, None] * to_cam).sum(-1) / dist  # [S, V] cosine to each camera
+        g = sv.project(pts)  # [V, S, 3]
+        inside = (g[..., :2].abs() < 1.0).all(-1) & (g[..., 2] > 0)  # [V, S]
+        in_silhouette = sample_images(sv.alpha, g[..., :2])[..., 0] > 0.99  # [V, S]
+        ok = (inside & in_silhouette).T & (facing > 0.3)  # [S, V]
+        ok[torch.arange(len(pts)), view_a] = False
+        view_b = torch.where(ok, facing, torch.full_like(facing, -2.0)).argmax(-1)  # [S] the second view
+        w = facing.gather(1, view_b[:, None])[:, 0]
+        # Unoccluded in the second view: its ray towards the point first meets the surface there.
+        ob = sv.c2w[view_b, :3, 3]
+        t_b = _first_hits(fld, ob, F.normalize(pts - ob, dim=-1), n_samples)
+        seen = ok.any(-1) & torch.isfinite(t_b) & ((t_b - (pts - ob).norm(dim=-1)).abs() < 0.02)
+        pts, dirs, view_a, view_b, normal, w = (t[seen] for t in (pts, dirs, view_a, view_b, normal, w))
+        g = g[:, seen]
+        if len(pts) == 0:
+            return torch.zeros(())
+        colour_a = sv.pick(sv.levels[level], g[..., :2], view_a)
+        cos = (normal * dirs).sum(-1).clamp(max=-0.2)
+    x = pts - dirs * (fld.sdf(pts) / cos)[:, None]  # moves along view a's ray with the surface
+    g_x = sv.project(x)[..., :2]
+    err = (sv.pick(sv.levels[level], g_x, view_b) - colour_a).square().sum(-1)
+    return (w * err).sum() / w.sum()
+
+
 @torch.no_grad()
 def _first_hits(fld: _Field, o: torch.Tensor, d: torch.Tensor, n: int, chunk: int = 8192) -> torch.Tensor:
     """Distance [R] to the first zero crossing of the SDF along unit rays (nan where none)."""
@@ -611,6 +736,9 @@ def _optimize_field(views: ViewSet, cfg: OptimizeConfig, progress: bool) -> Opti
     coarse_steps = int(round(cfg.coarse_fraction * cfg.steps))
     h_fd = 1.0 / cfg.plane_resolution
     n_band = min(cfg.rays_per_step // 2, len(band_idx))
+    stereo = _StereoViews(views, cfg) if cfg.stereo_weight > 0 and views.num_views > 1 else None
+    ray_view = torch.arange(v).repeat_interleave(h * w)  # [V*H*W] view of each ray
+    stereo_start = int(round(cfg.stereo_start_fraction * cfg.steps))
     for step in range(cfg.steps):
         if step == coarse_steps and coarse_r != cfg.plane_resolution:
             fld.upsample(cfg.plane_resolution)
@@ -651,20 +779,27 @@ def _optimize_field(views: ViewSet, cfg: OptimizeConfig, progress: bool) -> Opti
         l_eik = (grads.norm(dim=-1) - 1.0).square().mean()
         if len(near_pts):
             n1 = F.normalize(grads[: len(near_pts)], dim=-1)
-            n2 = F.normalize(fld.gradient((near_pts + 0.02 * torch.randn(near_pts.shape, generator=gen)).clamp(-1, 1),
-                                          h_fd), dim=-1)  # fmt: skip
+            pairs = near_pts + cfg.smooth_scale * torch.randn(near_pts.shape, generator=gen)
+            n2 = F.normalize(fld.gradient(pairs.clamp(-1, 1), h_fd), dim=-1)
             l_smooth = (n1 - n2).square().sum(-1).mean()
         else:
             l_smooth = torch.zeros(())
+        l_stereo = torch.zeros(())
+        if stereo is not None and len(surf) and step >= stereo_start:
+            pick = torch.randperm(len(surf), generator=gen)[: cfg.stereo_rays]
+            sfrac = (step - stereo_start) / max(1, cfg.steps - stereo_start)
+            level = min(len(stereo.levels) - 1, int(sfrac * len(stereo.levels)))
+            l_stereo = _stereo_loss(fld, stereo, surf[pick], d[hit][pick], ray_view[ids][hit][pick], level, h_fd,
+                                    cfg.samples_per_ray)  # fmt: skip
         loss = (cfg.silhouette_weight * l_sil + cfg.color_weight * l_col + cfg.eikonal_weight * l_eik
-                + cfg.smooth_weight * l_smooth)  # fmt: skip
+                + cfg.smooth_weight * l_smooth + cfg.stereo_weight * l_stereo)  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         bar.update()
         if step % 10 == 0 or step == cfg.steps - 1:
             rec = {"step": step + 1, **{k: float(t.detach()) for k, t in (("loss", loss), ("silhouette", l_sil),
-                   ("color", l_col), ("eikonal", l_eik), ("smooth", l_smooth))}}  # fmt: skip
+                   ("color", l_col), ("eikonal", l_eik), ("smooth", l_smooth), ("stereo", l_stereo))}}  # fmt: skip
             history.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", sil=f"{rec['silhouette']:.4f}")
     if cfg.texture_steps > 0:

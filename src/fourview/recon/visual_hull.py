@@ -51,7 +51,7 @@ def project(xyz: torch.Tensor, c2w: torch.Tensor, fov_deg: torch.Tensor, aspect:
     return torch.stack([gx, gy, depth], dim=-1)
 
 
-def _sample_images(images: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def sample_images(images: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Bilinear lookups: images [V, C, H, W], g [V, N, 2] -> [V, N, C] (zero outside the images)."""
     out = F.grid_sample(images, g[:, :, None, :], mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[..., 0].transpose(1, 2)  # [V, N, C]
@@ -80,7 +80,7 @@ def carve_visual_hull(
     for i, x in enumerate(lin):
         pts = torch.cat([x.expand(len(yz), 1), yz], dim=1)  # [R*R, 3]
         g = project(pts, c2w.float(), fov_deg.float(), aspect)  # [V, R*R, 3]
-        inside = (_sample_images(a, g[..., :2])[..., 0] >= threshold) & (g[..., 2] > 0)  # [V, R*R]
+        inside = (sample_images(a, g[..., :2])[..., 0] >= threshold) & (g[..., 2] > 0)  # [V, R*R]
         occ[i] = inside.all(0).reshape(resolution, resolution).numpy()
     return occ
 
@@ -186,7 +186,7 @@ class ProjectedColors:
         xyz = xyz.float()
         normals = _fd_normals(self.sdf_fn, xyz, self.step)  # [N, 3]
         g = project(xyz, self.c2w, self.fov, self.aspect)  # [V, N, 3]
-        samples = _sample_images(self.premult, g[..., :2])  # [V, N, 4]
+        samples = sample_images(self.premult, g[..., :2])  # [V, N, 4]
         to_cam = F.normalize(self.c2w[:, None, :3, 3] - xyz[None], dim=-1)  # [V, N, 3]
         cos = (to_cam * normals[None]).sum(-1).clamp(min=0.0)  # [V, N]
         vis = self.visible(xyz, normals).float()
