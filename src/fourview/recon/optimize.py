@@ -286,7 +286,7 @@ class OptimizeConfig:
     and another also sees (facing it, unoccluded, inside its silhouette) must have the same colour
     in both images; the point moves along the first view's ray (implicit differentiation, IDR), so
     texture seen by two views pins the shape between them (0 turns it off; on the 9 real objects
-    of issue 6 it took the mean SSIM at 128 px from 0.808 to 0.831, docs/benchmarks.md)."""
+    of issue 6 it took the mean SSIM at 128 px from 0.808 to 0.830, docs/benchmarks.md)."""
     stereo_rays: int = 1024
     """Surface points of the stereo term per step."""
     stereo_resolution: int = 256
