@@ -33,6 +33,7 @@ __all__ = [
     "LossConfig",
     "LossTerms",
     "PerceptualLoss",
+    "gaussian_window",
     "lpips_status",
     "make_perceptual_loss",
     "mask_loss",
@@ -68,7 +69,8 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, max_val: float = 1.0) -> torc
     return 10.0 * torch.log10(max_val**2 / mse)
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[size] normalised 1-D Gaussian of ``sigma`` samples, centred (for separable blurs)."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
@@ -103,7 +105,7 @@ def ssim(
         raise InputError(f"ssim needs images of at least {window_size}x{window_size}, got {h}x{w}")
     dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
     x, y = pred.to(dtype), target.to(dtype)
-    g = _gaussian_window(window_size, sigma, dtype, pred.device)
+    g = gaussian_window(window_size, sigma, dtype, pred.device)
     gx = g.view(1, 1, 1, -1).expand(c, 1, 1, window_size)  # separable: rows then columns
     gy = g.view(1, 1, -1, 1).expand(c, 1, window_size, 1)
 

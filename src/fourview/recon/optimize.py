@@ -500,10 +500,10 @@ def _ray_min_sdf(fld: _Field, o: torch.Tensor, d: torch.Tensor, n: int, gen: tor
 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """[N, C, H, W] blurred by a Gaussian of ``sigma`` pixels (separable, edges replicated)."""
+    from fourview.recon.losses import gaussian_window
+
     r = max(1, int(math.ceil(3.0 * sigma)))
-    x = torch.arange(-r, r + 1, dtype=images.dtype)
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    g = g / g.sum()
+    g = gaussian_window(2 * r + 1, sigma, images.dtype, images.device)
     c = images.shape[1]
     out = F.conv2d(F.pad(images, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(F.pad(out, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
