@@ -520,12 +520,12 @@ class _StereoViews:
         self.alpha = alpha[:, None]  # [V, 1, H, W]
         premult = rgb.permute(0, 3, 1, 2) * self.alpha
         n = 5
-        self.sigmas = [cfg.stereo_blur_start_px * (cfg.stereo_blur_end_px / cfg.stereo_blur_start_px) ** (i / (n - 1))
-                       for i in range(n)]  # fmt: skip
+        sigmas = [cfg.stereo_blur_start_px * (cfg.stereo_blur_end_px / cfg.stereo_blur_start_px) ** (i / (n - 1))
+                  for i in range(n)]  # fmt: skip
         # Blurred colour of the object's pixels only (normalised by the blurred alpha): the
         # background does not bleed into the outline.
         self.levels = [
-            _gaussian_blur(premult, s) / _gaussian_blur(self.alpha, s).clamp(min=1e-3) for s in self.sigmas
+            _gaussian_blur(premult, s) / _gaussian_blur(self.alpha, s).clamp(min=1e-3) for s in sigmas
         ]  # [V, 3, H, W] each
 
     def project(self, xyz: torch.Tensor) -> torch.Tensor:
