@@ -192,6 +192,30 @@ def test_fit_with_the_stereo_term_keeps_the_silhouettes(rig):
         assert iou(silhouette(result.field.sdf, cam), silhouette(truth, cam)) > 0.9, cam
 
 
+def test_thick_parts_keep_the_body_and_drop_thin_parts():
+    """The smoothness term's mask: a block's surface is in it, a thin plate and a thin rod beside it
+    are not (a table top's rim, a mug's handle keep what their silhouettes give them)."""
+    from fourview.recon.optimize import _thick_parts
+    from fourview.recon.visual_hull import grid_lookup
+
+    lin = np.linspace(-1.0, 1.0, 64)
+    x, y, z = np.meshgrid(lin, lin, lin, indexing="ij")
+    block = (np.abs(x + 0.4) < 0.3) & (np.abs(y) < 0.3) & (np.abs(z) < 0.3)
+    plate = (x > 0.2) & (x < 0.9) & (np.abs(y - 0.5) < 0.02) & (np.abs(z) < 0.4)  # ~1 voxel thick
+    rod = (np.abs(x - 0.5) < 0.03) & (np.abs(z) < 0.03) & (y < 0.45) & (y > -0.8)
+    mask = _thick_parts(block | plate | rod, radius=0.06)
+    pts = torch.tensor([
+        [-0.4, 0.3, 0.0], [-0.1, 0.0, 0.1], [-0.4, 0.0, -0.3],  # on the block's faces
+        [0.7, 0.5, 0.0], [0.6, 0.52, 0.3],  # on the plate, away from the block
+        [0.5, -0.5, 0.0], [0.53, -0.2, 0.0],  # on the rod
+    ])  # fmt: skip
+    inside = grid_lookup(mask, pts) > 0.5
+    assert inside.tolist() == [True] * 3 + [False] * 4
+    # A ball that fits nowhere leaves nothing to smooth; a small one covers the whole block.
+    assert not _thick_parts(plate | rod, radius=0.06).any()
+    assert bool(_thick_parts(block, radius=0.03)[torch.from_numpy(block)].all())
+
+
 def test_refine_lowers_the_loss_and_keeps_the_model(rig):
     from fourview.recon.config import recon_preset
     from fourview.recon.model import Reconstructor
@@ -293,7 +317,7 @@ def test_bad_config_is_an_input_error():
     with pytest.raises(InputError):
         OptimizeConfig(plane_resolution=7)
     for bad in ({"stereo_weight": -1.0}, {"stereo_start_fraction": 1.0}, {"stereo_blur_end_px": 0.0},
-                {"smooth_scale": 0.0}):  # fmt: skip
+                {"smooth_scale": 0.0}, {"smooth_hull_radius": -0.1}):  # fmt: skip
         with pytest.raises(InputError):
             OptimizeConfig(**bad)
     with pytest.raises(InputError):

@@ -277,6 +277,11 @@ class OptimizeConfig:
     smooth_scale: float = 0.02
     """Spread of the point pairs whose normals the smoothness term compares, object units (0.05
     rounded the soccer ball better but erased the table's legs, docs/benchmarks.md)."""
+    smooth_hull_radius: float = 0.06
+    """The smoothness term acts only near the visual hull's thick parts: those that hold a ball of
+    this radius, object units (a morphological opening of the 64^3 hull). Thin parts (a mug's
+    handle, a pan's rim, legs) keep the shape their silhouettes give them (0: everywhere; on
+    issue 6's objects 0.06 took the mug from 0.803 to 0.834 SSIM and the mean from 0.836 to 0.839)."""
     photo_consistency: bool = False
     """In the fine stage, let the colour loss move the surface (its hit points follow the SDF
     along their rays, IDR's implicit differentiation): the views' colours then pin down the shape
@@ -331,6 +336,8 @@ class OptimizeConfig:
             raise InputError("stereo weight must be >= 0, stereo rays >= 1 and stereo resolution >= 16")
         if not (self.stereo_blur_start_px > 0 and self.stereo_blur_end_px > 0):
             raise InputError("stereo blur widths must be positive")
+        if self.smooth_hull_radius < 0:
+            raise InputError(f"smooth hull radius must be >= 0, got {self.smooth_hull_radius}")
         if not self.smooth_scale > 0:
             raise InputError(f"smooth scale must be positive, got {self.smooth_scale}")
         if not 0.0 <= self.stereo_start_fraction < 1.0:
@@ -448,16 +455,34 @@ class _Field:
         return TriplaneField(self.decoder, self.planes.detach()[0], self.texture_planes.detach()[0])
 
 
-def _start_target(views: ViewSet, cfg: OptimizeConfig, alpha: torch.Tensor):
+def _visual_hull(views: ViewSet, alpha: torch.Tensor) -> np.ndarray:
+    """The views' visual hull on the 64^3 grid of `visual_hull.carve_visual_hull`: [64, 64, 64] bool."""
+    from fourview.recon.visual_hull import carve_visual_hull
+
+    occ = carve_visual_hull(alpha, torch.from_numpy(views.c2w), torch.from_numpy(views.fov_deg), 64)
+    if not occ.any():
+        raise InputError("the views' silhouettes have no common volume: do the cameras match the images?")
+    return occ
+
+
+def _thick_parts(occ: np.ndarray, radius: float) -> torch.Tensor:
+    """Where the hull ``occ`` [R, R, R] holds a ball of ``radius`` (object units), widened by two
+    voxels so that it covers the surface band: [R, R, R] float 0/1 for `visual_hull.grid_lookup`."""
+    from scipy import ndimage
+
+    r = max(1, round(radius * (occ.shape[0] - 1) / 2.0))
+    z, y, x = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1]
+    opened = ndimage.binary_opening(occ, structure=z**2 + y**2 + x**2 <= r * r)
+    return torch.from_numpy(ndimage.binary_dilation(opened, iterations=2).astype(np.float32))
+
+
+def _start_target(cfg: OptimizeConfig, occ: np.ndarray | None):
     """The start shape's SDF as a function of [N, 3] points, and points near its surface [M, 3]."""
     if cfg.init == "sphere":
         return (lambda x: x.norm(dim=-1) - 0.5), None
-    from fourview.recon.visual_hull import carve_visual_hull, grid_lookup, hull_sdf
+    from fourview.recon.visual_hull import grid_lookup, hull_sdf
 
-    res = 64
-    occ = carve_visual_hull(alpha, torch.from_numpy(views.c2w), torch.from_numpy(views.fov_deg), res)
-    if not occ.any():
-        raise InputError("the views' silhouettes have no common volume: do the cameras match the images?")
+    res = occ.shape[0]
     grid = torch.from_numpy(hull_sdf(occ, smooth_voxels=1.0))
     lin = torch.linspace(-1.0, 1.0, res)
     near = grid.abs() < 2.5 * 2.0 / (res - 1)
@@ -688,6 +713,8 @@ def optimize_field(
 def _optimize_field(views: ViewSet, cfg: OptimizeConfig, progress: bool) -> OptimizeResult:
     from tqdm import tqdm
 
+    from fourview.recon.visual_hull import grid_lookup
+
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -708,7 +735,9 @@ def _optimize_field(views: ViewSet, cfg: OptimizeConfig, progress: bool) -> Opti
     fld = _Field(cfg, planes, gen)
 
     # 1. Start shape.
-    target_fn, surface = _start_target(views, cfg, alpha)
+    occ = _visual_hull(views, alpha) if cfg.init == "hull" or cfg.smooth_hull_radius > 0 else None
+    target_fn, surface = _start_target(cfg, occ)
+    thick = _thick_parts(occ, cfg.smooth_hull_radius) if cfg.smooth_hull_radius > 0 else None
     opt = torch.optim.Adam(fld.parameters())
     history: list[dict] = []
     bar = tqdm(
@@ -782,7 +811,10 @@ def _optimize_field(views: ViewSet, cfg: OptimizeConfig, progress: bool) -> Opti
             n1 = F.normalize(grads[: len(near_pts)], dim=-1)
             pairs = near_pts + cfg.smooth_scale * torch.randn(near_pts.shape, generator=gen)
             n2 = F.normalize(fld.gradient(pairs.clamp(-1, 1), h_fd), dim=-1)
-            l_smooth = (n1 - n2).square().sum(-1).mean()
+            per_pair = (n1 - n2).square().sum(-1)
+            if thick is not None:
+                per_pair = per_pair * (grid_lookup(thick, near_pts) > 0.5)
+            l_smooth = per_pair.mean()
         else:
             l_smooth = torch.zeros(())
         l_stereo = torch.zeros(())
