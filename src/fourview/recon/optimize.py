@@ -26,7 +26,8 @@ Two jobs behind ``fourview reconstruct --optimize``:
        distance (which the silhouette model needs);
      - smoothness: ``|n(x) - n(x + eps)|^2`` between normals of nearby points near the surface: a
        curvature penalty that rounds what no silhouette pins down (the box corners of the visual
-       hull between the views) while the silhouettes hold the outline;
+       hull between the views) while the silhouettes hold the outline. Only near the hull's thick
+       parts (``smooth_hull_radius``): thin handles, rims and legs keep their silhouettes' shape;
      - stereo (after the first ``stereo_start_fraction`` of the steps): a surface point seen by its
        ray's view and by a second view (facing it, unoccluded, inside its silhouette) should have
        one colour in both images (blurred, coarse to fine). The point moves along its ray with the
