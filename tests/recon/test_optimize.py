@@ -216,6 +216,39 @@ def test_thick_parts_keep_the_body_and_drop_thin_parts():
     assert bool(_thick_parts(block, radius=0.03)[torch.from_numpy(block)].all())
 
 
+def test_flat_bottom_cuts_the_keel_below_what_the_views_see():
+    """Views from above leave a keel under a standing box; the cut takes it off at the box's bottom,
+    keeps the box, and leaves the hull alone when a camera looks from below."""
+    import trimesh
+
+    from fourview.mesh import MeshAsset, MeshPart
+    from fourview.recon.optimize import _flat_bottom, _resize_views, _visual_hull
+    from fourview.render.mesh_renderer import Lighting, MeshRenderer
+
+    box = trimesh.creation.box(extents=(0.8, 0.6, 0.7))
+    box.apply_translation((0.0, -0.1, 0.0))  # bottom at y = -0.4
+    asset = MeshAsset("box", (MeshPart(box.vertices.astype(np.float32), box.faces.astype(np.int64)),))
+    renderer = MeshRenderer(asset)
+
+    def hulls(elevation: float) -> tuple[np.ndarray, np.ndarray]:
+        cams = orthogonal_rig(elevation)
+        views = rig_view_set(np.stack([renderer.render(c, 64, Lighting(albedo=True)).rgba for c in cams]), elevation)
+        alpha, _ = _resize_views(views.images, 64)
+        occ = _visual_hull(views, alpha)
+        return occ, _flat_bottom(views, alpha, occ)
+
+    lin = np.linspace(-1.0, 1.0, 64)
+    voxel = lin[1] - lin[0]
+    x, y, z = np.meshgrid(lin, lin, lin, indexing="ij")
+    inside = (np.abs(x) < 0.4 - voxel) & (np.abs(y + 0.1) < 0.3 - voxel) & (np.abs(z) < 0.35 - voxel)
+    occ, cut = hulls(20.0)
+    assert lin[occ.any(axis=(0, 2))].min() < -0.4 - 3 * voxel  # the keel
+    assert abs(lin[cut.any(axis=(0, 2))].min() - -0.4) <= 1.5 * voxel  # cut at the bottom
+    assert cut[inside].all() and not (cut & ~occ).any()  # the box stays; nothing is added
+    occ, cut = hulls(-20.0)  # from below the bottom is seen: nothing to cut
+    assert np.array_equal(occ, cut)
+
+
 def test_refine_lowers_the_loss_and_keeps_the_model(rig):
     from fourview.recon.config import recon_preset
     from fourview.recon.model import Reconstructor
