@@ -170,6 +170,7 @@ def test_reconstruct_optimize_end_to_end_and_reexport(tmp_path, capsys):
     assert {"model.glb", "views.png", "reconstruction", "meta.json"} <= {p.name for p in out.iterdir()}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["method"] == "optimize" and meta["optimize"]["steps"] == 3 and meta["optimize"]["resolution"] == 32
+    assert meta["optimize"]["flat_bottom"] is True
     assert meta["timings_s"]["optimize_s"] > 0 and len(meta["loss_history"]) >= 2
     reexport = ["export", str(out), "--grid", "32", "--texture-size", "64", "-o", str(tmp_path / "re.glb")]
     code, stdout, err = run(reexport, capsys)
@@ -191,8 +192,18 @@ def test_reconstruct_optimize_with_cameras(tmp_path, capsys):
     assert json.loads((out / "meta.json").read_text())["views"] == ["v0.png", "v1.png", "v2.png"]
 
 
+def test_reconstruct_optimize_round_bottom_keeps_the_hull_below(tmp_path, capsys):
+    views = _disc_views(tmp_path)
+    out = tmp_path / "asset"
+    code, _, err = run(["reconstruct", *views, "--optimize", "--round-bottom", *FAST, "-o", str(out)], capsys)
+    assert code == 0, err
+    assert json.loads((out / "meta.json").read_text())["optimize"]["flat_bottom"] is False
+
+
 @pytest.mark.parametrize("case, needle", [("opaque", "fully opaque"), ("no_optimize", "need --optimize"),
-                                          ("camera_size", "do not match"), ("steps", "--steps")])  # fmt: skip
+                                          ("camera_size", "do not match"), ("steps", "--steps"),
+                                          ("round_no_optimize", "need --optimize"),
+                                          ("round_recon", "not of --recon refinement")])  # fmt: skip
 def test_reconstruct_optimize_bad_input_is_one_line_exit_2(case, needle, tmp_path, capsys):
     from fourview.cameras import Camera
 
@@ -204,6 +215,8 @@ def test_reconstruct_optimize_bad_input_is_one_line_exit_2(case, needle, tmp_pat
         "no_optimize": ["--steps", "3"],
         "camera_size": ["--optimize", "--cameras", str(tmp_path / "cameras.json")],
         "steps": ["--optimize", "--steps", "0"],
+        "round_no_optimize": ["--round-bottom"],
+        "round_recon": ["--optimize", "--recon", "demo", "--round-bottom"],
     }[case]
     out = tmp_path / "asset"
     code, _, err = run(["reconstruct", *views, *extra, "--quiet", "-o", str(out)], capsys)

@@ -283,12 +283,18 @@ def _export_overrides(face_budget, texture_size, grid_resolution, method, vertex
 )
 @click.option("--steps", type=int, help="With --optimize: optimisation steps (default 600; refinement 150).")
 @click.option("--res", "loss_res", type=int, help="With --optimize: side of the images the losses see (default 128).")
+@click.option(
+    "--round-bottom",
+    is_flag=True,
+    help="With --optimize: keep the visual hull below the lowest point the views see (an underside they do not "
+    "see is round, as a ball's). By default, with every view from above, the fit starts cut there: a flat bottom.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_project_views_option
 @_export_options
 def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, optimize, cameras_json, steps, loss_res,
-                quiet, project_views, face_budget, texture_size, grid_resolution, method, vertex_colors, roughness,
-                metallic, formats) -> None:  # fmt: skip
+                round_bottom, quiet, project_views, face_budget, texture_size, grid_resolution, method, vertex_colors,
+                roughness, metallic, formats) -> None:  # fmt: skip
     """Four views (az 0, 90, 180, 270) or one 2x2 grid image -> DIR/model.glb, views.png, meta.json.
 
     With --optimize, a triplane SDF + colour field is fitted to the views (or, with --recon, the
@@ -301,8 +307,8 @@ def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, opti
         raise InputError(f"--elevation must be in [-90, 90] degrees, got {elevation}")
     if turntable_frames < 0:
         raise InputError(f"--turntable must be >= 0, got {turntable_frames}")
-    if not optimize and (cameras_json is not None or steps is not None or loss_res is not None):
-        raise InputError("--cameras, --steps and --res need --optimize")
+    if not optimize and (cameras_json is not None or steps is not None or loss_res is not None or round_bottom):
+        raise InputError("--cameras, --steps, --res and --round-bottom need --optimize")
     overrides = _export_overrides(
         face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
     )
@@ -321,6 +327,8 @@ def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, opti
 
     if steps is not None and steps < (0 if recon else 1):
         raise InputError(f"--steps must be >= 1, got {steps}")
+    if round_bottom and recon is not None:
+        raise InputError("--round-bottom is a setting of the fit from the visual hull, not of --recon refinement")
     if cameras_json is not None:
         if recon is not None:
             raise InputError("--recon refines the prediction for the 4 rig views; it does not take --cameras")
@@ -330,7 +338,9 @@ def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, opti
     changes = {k: v for k, v in (("steps", steps), ("resolution", loss_res)) if v is not None}
     try:
         opt_cfg, refine_cfg = (
-            (None, replace(RefineConfig(), **changes)) if recon else (replace(OptimizeConfig(), **changes), None)
+            (None, replace(RefineConfig(), **changes))
+            if recon
+            else (replace(OptimizeConfig(), **changes, flat_bottom=not round_bottom), None)
         )
     except InputError as e:
         raise InputError(f"bad --steps/--res: {e}") from None
