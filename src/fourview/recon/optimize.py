@@ -484,8 +484,9 @@ def _flat_bottom(views: ViewSet, alpha: torch.Tensor, occ: np.ndarray) -> np.nda
     (see `OptimizeConfig.flat_bottom`); unchanged unless every camera looks down on the object.
 
     The seen points are where the rays of the silhouettes' pixels (``alpha`` [V, H, W] > 0.5)
-    first enter the hull. A ray from above goes down as it goes on, so its first entry is its
-    highest point in the hull: every silhouette ray still meets the hull after the cut.
+    first enter the hull. The cut lies below all of them, so every silhouette ray keeps the point
+    where it enters: the silhouettes stay what they were. (From below, a view sees the bottom and
+    its silhouette carves it; there is no keel to cut.)
     """
     from fourview.recon.visual_hull import grid_lookup, hull_sdf
 
