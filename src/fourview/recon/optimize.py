@@ -488,16 +488,16 @@ def _flat_bottom(views: ViewSet, alpha: torch.Tensor, occ: np.ndarray) -> np.nda
     where it enters: the silhouettes stay what they were. (From below, a view sees the bottom and
     its silhouette carves it; there is no keel to cut.)
     """
-    from fourview.recon.visual_hull import grid_lookup, hull_sdf
+    from fourview.recon.visual_hull import HullField, hull_sdf
 
     cam = views.c2w[:, :3, 3]  # [V, 3] camera centres, object frame (+Y up)
     if not (cam[:, 1] > np.linalg.norm(cam, axis=1) * math.sin(math.radians(5.0))).all():
         return occ
-    grid = torch.from_numpy(hull_sdf(occ))
+    hull = HullField(torch.from_numpy(hull_sdf(occ)))
     o, d = _all_rays(views, alpha.shape[1:])
     keep = alpha.reshape(-1) > 0.5
     o, d = o[keep], d[keep]
-    t = _first_hits(lambda x: grid_lookup(grid, x), o, d, 2 * occ.shape[0])
+    t = _first_hits(hull.sdf, o, d, 2 * occ.shape[0])
     ok = torch.isfinite(t)
     if not ok.any():
         return occ
