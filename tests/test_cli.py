@@ -25,6 +25,7 @@ def run(args, capsys):
         (["data", "render", "example:red_mug", "--res", "-8", "-o", "{out}"], "resolution"),
         (["data", "render", "example:nope", "-o", "{out}"], "unknown example"),
         (["data", "render", "example:red_mug", "--bogus", "-o", "{out}"], "--bogus"),
+        (["data", "render", "example:green_tree", "--subset", "eval", "-o", "{out}"], "no objects of the eval subset"),
         (["data", "synth", "--count", "0", "-o", "{out}"], "--count"),
         (["data", "synth", "--count", "1", "--split", "test", "-o", "{out}"], "split"),
     ],

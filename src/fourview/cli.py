@@ -90,10 +90,18 @@ def data_synth(count: int, seed: int, split: str, out_dir: Path, quiet: bool) ->
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random cameras.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
 @click.option("--webdataset", "wds_pattern", help="Also write WebDataset shards, e.g. 'shards/obj-%06d.tar'.")
+@click.option(
+    "--subset",
+    type=click.Choice(["all", "train", "eval"]),
+    default="all",
+    show_default=True,
+    help="Objects to render by the evaluation rule on their names (fourview.data.splits): train leaves the "
+    "evaluation subset out.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def data_render(inputs, out_dir, objects_json, res, elevation, num_random, random_elevation, up_axis, albedo,
                 ambient, directional, light_dir, environment, specular, supersample, no_depth, no_normal, seed,
-                workers, wds_pattern, quiet) -> None:  # fmt: skip
+                workers, wds_pattern, subset, quiet) -> None:  # fmt: skip
     """Render objects (asset files, GSO folders, synthetic objects, example:NAME) for training.
 
     Writes DIR/NAME/{rig/*.png, grid.png, random/*.png, cameras.json}; finished objects are skipped.
@@ -112,6 +120,12 @@ def data_render(inputs, out_dir, objects_json, res, elevation, num_random, rando
         lighting=lighting, supersample=supersample, write_depth=not no_depth, write_normal=not no_normal, seed=seed,
     )  # fmt: skip
     sources = resolve_inputs(list(inputs), up_axis=up_axis, objects_json=objects_json)
+    if subset != "all":
+        from fourview.data.splits import is_evaluation_object
+
+        sources = [s for s in sources if is_evaluation_object(s.name) == (subset == "eval")]
+        if not sources:
+            raise InputError(f"no objects of the {subset} subset among the inputs")
     done = render_dataset(sources, out_dir, settings, workers=workers, progress=not quiet)
     if wds_pattern:
         write_webdataset(done, wds_pattern)
