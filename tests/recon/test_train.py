@@ -1,23 +1,23 @@
-"""Training: overfitting one batch, exact resume, validation metrics, outputs, stage B from stage A, settings."""
+"""Training: overfitting one batch, exact resume (of older checkpoints too), validation, outputs, stage B, settings."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from fourview.errors import InputError
-from fourview.lr_schedule import warmup_cosine
 from fourview.recon.config import recon_preset
 from fourview.recon.dataset import RenderedObjects, collate_objects
-from fourview.recon.loading import from_pretrained
 from fourview.recon.losses import LossConfig, reconstruction_loss
 from fourview.recon.model import Reconstructor
-from fourview.recon.train import EMA, TrainConfig, evaluate, sample_pixels, train
+from fourview.recon.train import TrainConfig, evaluate, sample_pixels, train
+from fourview.training import training_process, warmup_cosine
 
 
 def _config(rendered: Path, out: Path, **kw) -> TrainConfig:
@@ -75,11 +75,83 @@ def test_resume_gives_the_same_losses_as_training_straight(rendered, tmp_path):
     assert second.steps == 4 and len(second.losses) == 2
     assert first.losses + second.losses == pytest.approx(straight.losses, rel=1e-6, abs=1e-7)
     assert len(set(straight.losses)) > 1  # the steps saw different data (a vacuous test would not)
-    a, b = from_pretrained(straight.final_dir), from_pretrained(second.final_dir)  # EMA weights
+    a = Reconstructor.from_pretrained(straight.final_dir)  # EMA weights
+    b = Reconstructor.from_pretrained(second.final_dir)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7, msg=name)
     rows = list(csv.DictReader((tmp_path / "b" / "log.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # the resumed log continues
+
+
+class _State:
+    """An object registered for checkpointing whose state is a given dict (what the old loop and EMA saved)."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+class _OldTrainingForward(torch.nn.Module):
+    """What the old trainer prepared: the reconstructor as ``.model`` (weights saved as ``model.*``)."""
+
+    def __init__(self, model: Reconstructor) -> None:
+        super().__init__()
+        self.model = model
+
+
+def _write_checkpoint_as_29f8437(state: Path, root: Path, cfg: TrainConfig, step: int) -> None:
+    """Write the training state held in checkpoint folder ``state`` the way the trainer of commit 29f8437 wrote
+    a checkpoint: Accelerate's ``save_state`` of the prepared model and AdamW, the loop state ({step, generator})
+    then the EMA ({decay, updates, shadow}) registered in that order, into ``.step_N.tmp``; then
+    ``loop_state.json`` and the rename to ``step_NNNNNNNN``."""
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    loop = torch.load(state / "custom_checkpoint_0.pkl", weights_only=False)
+    ema = torch.load(state / "custom_checkpoint_1.pkl", weights_only=False)
+    with training_process(None):  # Accelerate's settings are forgotten afterwards
+        wrapper = _OldTrainingForward(Reconstructor(cfg.recon_config()))
+        wrapper.load_state_dict(load_file(str(state / "model.safetensors")))
+        optimizer = torch.optim.AdamW(wrapper.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                      betas=(0.9, 0.99))  # fmt: skip
+        accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accumulation, mixed_precision="no")
+        wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+        optimizer.load_state_dict(torch.load(state / "optimizer.bin", weights_only=False))
+        accelerator.register_for_checkpointing(_State({"step": loop["step"], "generator": loop["generator"]}))
+        accelerator.register_for_checkpointing(
+            _State({"decay": ema["decay"], "updates": ema["updates"], "shadow": ema["shadow"]})
+        )
+        tmp = root / f".step_{step:08d}.tmp"
+        accelerator.save_state(str(tmp))
+    (tmp / "loop_state.json").write_text(json.dumps({"step": step}) + "\n")
+    os.replace(tmp, root / f"step_{step:08d}")
+
+
+def test_a_checkpoint_written_by_the_trainer_of_29f8437_resumes_exactly(rendered, tmp_path):
+    """Runs started before the trainers shared their checkpoint code resume from their checkpoints as written."""
+    straight = train(_config(rendered, tmp_path / "straight", ema_decay=0.9))
+    first = train(_config(rendered, tmp_path / "new", ema_decay=0.9, stop_after_steps=2))
+    state = tmp_path / "new" / "checkpoints" / "step_00000002"
+    assert sorted(p.name for p in state.iterdir()) == [
+        "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "loop_state.json", "model.safetensors", "optimizer.bin",
+        "random_states_0.pkl",
+    ]  # fmt: skip
+    old_run = tmp_path / "old"
+    (old_run / "checkpoints").mkdir(parents=True)
+    _write_checkpoint_as_29f8437(state, old_run / "checkpoints", _config(rendered, old_run, ema_decay=0.9), 2)
+    resumed = train(_config(rendered, old_run, ema_decay=0.9))
+    assert resumed.steps == 4 and len(resumed.losses) == 2
+    assert first.losses + resumed.losses == pytest.approx(straight.losses, rel=1e-6, abs=1e-7)
+    a = Reconstructor.from_pretrained(straight.final_dir)  # the EMA weights
+    b = Reconstructor.from_pretrained(resumed.final_dir)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7, msg=name)
+    assert sorted(p.name for p in (old_run / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
 
 
 def test_validation_metrics_logs_and_final_weights(rendered, tmp_path):
@@ -102,7 +174,7 @@ def test_validation_metrics_logs_and_final_weights(rendered, tmp_path):
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000002"]  # keep 1
     assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
     # The saved model is the validated (EMA) one: evaluating it again gives the same numbers.
-    model = from_pretrained(result.final_dir)
+    model = Reconstructor.from_pretrained(result.final_dir)
     val_set = RenderedObjects(rendered, 1, 32, 16, objects=[names[1]])
     again = evaluate(model, val_set, views=2)
     assert again.psnr == pytest.approx(result.val.psnr, rel=1e-5)
@@ -115,7 +187,7 @@ def test_validation_metrics_logs_and_final_weights(rendered, tmp_path):
     res_b = train(stage_b)
     assert res_b.steps == 1 and all(math.isfinite(x) for x in res_b.losses)
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["perceptual_used_in_training"]
-    assert from_pretrained(res_b.final_dir).config.renderer == "dmtet"
+    assert Reconstructor.from_pretrained(res_b.final_dir).config.renderer == "dmtet"
     # The same step with stage A's volume loss added (the SDF volume-rendered as a log-density).
     stage_bv = _config(rendered, tmp_path / "bv", stage="dmtet", steps=1, batch_size=1, views_per_object=2,
                        init_from=str(result.final_dir), perceptual_weight=0.5, volume_weight=2.0)  # fmt: skip
@@ -139,24 +211,6 @@ def test_sample_pixels_modes():
     assert ((rows.amax(-1) - rows.amin(-1)) == 2).all() and ((cols.amax(-1) - cols.amin(-1)) == 2).all()
     with pytest.raises(InputError):
         sample_pixels(alpha, 4, "rings")
-
-
-def test_ema_average_and_swap():
-    model = torch.nn.Linear(2, 1, bias=False)
-    with torch.no_grad():
-        model.weight.fill_(0.0)
-    ema = EMA(model, decay=0.5)
-    with torch.no_grad():
-        model.weight.fill_(1.0)
-    ema.update(model)  # effective decay min(0.5, 2 / 11) = 2/11
-    expected = 1.0 - 2.0 / 11.0
-    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), expected))
-    with ema.applied(model):
-        assert torch.allclose(model.weight, torch.full((1, 2), expected))
-    assert torch.allclose(model.weight, torch.ones(1, 2))
-    restored = EMA(model, 0.9)
-    restored.load_state_dict(ema.state_dict())
-    assert restored.updates == 1 and torch.equal(restored.shadow["weight"], ema.shadow["weight"])
 
 
 def test_bad_settings_are_rejected(tmp_path):  # the schedule itself: tests/test_lr_schedule.py

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from fourview.errors import InputError
-from fourview.lr_schedule import warmup_cosine
+from fourview.training.lr_schedule import warmup_cosine
 from fourview.mvgen.train import _checkpoint, _latest_checkpoint  # shared run mechanics
 
 LCM_LORA_TARGETS: tuple[str, ...] = (

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from fourview.errors import InputError
-from fourview.lr_schedule import warmup_cosine
+from fourview.training.lr_schedule import warmup_cosine
 from fourview.mvgen.dataset import CaptionedImages, grid_dataset, pairs_2d
 
 

@@ -16,14 +16,16 @@ compared with those frames (MSE + a perceptual term + an opacity term, `fourview
 Distributed training and mixed precision come from Accelerate (``accelerate launch`` for DDP and
 multi-node); the renderers always run in float32. The learning rate follows linear warm-up and
 cosine decay as a function of the optimizer step. An exponential moving average (EMA) of the
-weights is kept; validation and the saved model use it.
+weights is kept; validation and the saved model use it. The run's settings shared with the other
+trainers (schedule, checkpoints, EMA...) are `fourview.training.run.RunConfig`'s.
 
-Exact resume: a checkpoint (``OUT/checkpoints/step_NNNNNNNN``, `accelerate.Accelerator.save_state`)
-holds the model, the optimizer, the global RNG states (python, numpy, torch), the EMA and this
-loop's own state (step counter, the ray-sampling generator). The data order is a pure function of
-the step (`fourview.recon.dataset.ObjectBatchSampler`), so training N steps straight and N/2 +
-resume + N/2 give the same losses. Checkpoint files other than the weights are written with
-``torch.save`` by Accelerate (pickles): resume only from checkpoints you wrote.
+Exact resume: a checkpoint (``OUT/checkpoints/step_NNNNNNNN``, `fourview.training.checkpoints`)
+holds the model, the optimizer, the processes' RNG states, this loop's own state (step counter,
+the ray-sampling generator: ``custom_checkpoint_0.pkl``), the EMA (``custom_checkpoint_1.pkl``)
+and ``loop_state.json``. The data order is a pure function of the step
+(`fourview.recon.dataset.ObjectBatchSampler`), so training N steps straight and N/2 + resume +
+N/2 give the same losses. Checkpoint files other than the weights are pickles: resume only from
+checkpoints you wrote.
 
 Outputs in ``OUT``: ``log.csv`` (step, loss terms, lr, time, steps/s, validation metrics),
 TensorBoard events under ``OUT/tb`` (when tensorboard is importable), ``checkpoints/``,
@@ -35,13 +37,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
-import os
-import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -51,8 +51,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fourview.atomic import write_text_atomic
 from fourview.errors import InputError
-from fourview.lr_schedule import warmup_cosine
 from fourview.recon.config import ReconConfig, recon_preset
 from fourview.recon.dataset import ObjectBatch, ObjectBatchSampler, RenderedObjects, collate_objects
 from fourview.recon.losses import (
@@ -65,30 +65,29 @@ from fourview.recon.losses import (
     ssim,
 )
 from fourview.recon.model import ReconOutput, ReconRender, Reconstructor, VolumeRenderer
+from fourview.training import EMA, Checkpoints, RunConfig, averaged, seeded_initialisation, training_process
 
-__all__ = ["EMA", "TrainConfig", "TrainResult", "ValMetrics", "evaluate", "sample_pixels", "train"]
+__all__ = ["TrainConfig", "TrainResult", "ValMetrics", "evaluate", "sample_pixels", "train"]
 
 logger = logging.getLogger(__name__)
 
 PRESETS = ("full", "demo", "tiny")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs (frozen; saved as ``OUT/train_config.json``)."""
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(RunConfig):
+    """Everything a training run needs (frozen; saved as ``OUT/train_config.json``).
+
+    The run's output, schedule, optimizer, EMA, checkpoint and seed fields are `RunConfig`'s;
+    ``batch_size`` counts objects. Mixed precision applies to the U-Net; the renderers stay float32.
+    """
 
     data: str
     """Folder of rendered training objects (`fourview.recon.dataset.RenderedObjects`)."""
-    out: str
-    """Output folder (created); an existing run there is resumed when ``resume``."""
     preset: str = "demo"
     """Model size: a preset name ("full", "demo", "tiny") or the path of a ReconConfig JSON file."""
     stage: Literal["volume", "dmtet"] = "volume"
     """Stage A (volume rendering) or B (DMTet); picks the preset's renderer."""
-    steps: int = 2000
-    """Optimizer steps."""
-    batch_size: int = 4
-    """Objects per micro-batch per process."""
     views_per_object: int = 4
     """Supervising random cameras per object per step (the seed: 4)."""
     rays_per_view: int = 256
@@ -97,28 +96,6 @@ class TrainConfig:
     """Stage A: random pixels, or one random square patch of side isqrt(rays_per_view) per camera."""
     foreground_fraction: float = 0.5
     """Stage A, "pixels": expected fraction of rays drawn from the frame's silhouette (alpha > 0)."""
-    lr: float = 1e-3
-    """Peak learning rate (AdamW)."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of ``lr`` (cosine decay)."""
-    warmup_steps: int = 100
-    """Linear warm-up from 0, optimizer steps."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    grad_accumulation: int = 1
-    """Micro-batches per optimizer step."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping (0: off)."""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    """Accelerate's mixed precision for the U-Net (fp16 needs CUDA); renderers stay float32."""
-    ema_decay: float = 0.999
-    """EMA decay per optimizer step (warmed up as min(decay, (1 + n) / (10 + n))); 0 disables the EMA."""
-    checkpoint_every: int = 500
-    """Optimizer steps between checkpoints (0: only at the end)."""
-    keep_checkpoints: int = 2
-    """Most recent checkpoints kept."""
-    validate_every: int = 500
-    """Optimizer steps between validations (0: only at the end)."""
     val_data: str | None = None
     """Folder of held-out rendered objects."""
     val_objects: tuple[str, ...] = ()
@@ -127,21 +104,12 @@ class TrainConfig:
     """Held-out objects per validation."""
     val_views: int = 4
     """Novel views (the first random frames) per held-out object."""
-    seed: int = 0
-    """Seed of the model initialisation, data order and ray sampling."""
     init_from: str | None = None
     """Initialise from these weights (folder or hub id), e.g. stage B from stage A's ``final``."""
-    resume: bool = True
-    """Continue from the latest checkpoint in ``out/checkpoints`` if there is one."""
-    stop_after_steps: int | None = None
-    """Stop this call after so many optimizer steps, with a checkpoint (a time slice; resume continues)."""
     num_workers: int = 0
     """DataLoader worker processes (one torch thread each)."""
-    num_threads: int | None = None
-    """torch CPU threads of the training process (None: torch's default). On a CPU shared with other
-    jobs, 1 is often several times faster than 2 (threads stall waiting for each other)."""
     channels_last: bool = True
-    """Keep the U-Net's weights in channels-last memory format (about 20% faster convolutions on CPU)."""
+    """Keep the U-Net's weights in channels-last memory format (faster convolutions on CPU)."""
     perceptual: Literal["auto", "lpips", "ssim", "none"] = "auto"
     """Perceptual loss term: LPIPS if its weights are present ("auto"), else 1 - SSIM; or forced."""
     mse_weight: float = 1.0
@@ -156,41 +124,28 @@ class TrainConfig:
     """Stage B: weight of stage A's loss on ``rays_per_view`` pixels per frame volume-rendered from
     the SDF read as a log-density (`fourview.recon.decoder.volume_density`). DMTet supervises only
     the surface; this keeps the field around it a density that refinement can volume-render."""
-    log_every: int = 10
-    """Optimizer steps per CSV/TensorBoard row (loss terms averaged over them)."""
     tensorboard: bool = True
     """Write TensorBoard events when tensorboard is importable."""
     progress: bool = True
     """Show a tqdm progress bar."""
+    # this trainer's defaults of shared fields
+    lr: float = 1e-3
+    ema_decay: float = 0.999
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.stage not in ("volume", "dmtet"):
             raise InputError(f"stage must be 'volume' or 'dmtet', got {self.stage!r}")
-        positive = ("steps", "batch_size", "views_per_object", "rays_per_view", "grad_accumulation", "log_every",
-                    "val_max_objects", "val_views", "keep_checkpoints")  # fmt: skip
-        for name in positive:
+        for name in ("views_per_object", "rays_per_view", "val_max_objects", "val_views"):
             if getattr(self, name) < 1:
                 raise InputError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpoint_every", "validate_every", "warmup_steps", "num_workers", "max_grad_norm",
-                     "weight_decay", "seed", "volume_weight"):  # fmt: skip
+        for name in ("num_workers", "volume_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise InputError(
-                f"TrainConfig needs lr > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}"
-            )
-        if not 0 <= self.ema_decay < 1:
-            raise InputError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.foreground_fraction <= 1:
             raise InputError(f"TrainConfig.foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
         if self.ray_sampling not in ("pixels", "patch"):
             raise InputError(f"TrainConfig.ray_sampling must be 'pixels' or 'patch', got {self.ray_sampling!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise InputError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
-        if self.stop_after_steps is not None and self.stop_after_steps < 1:
-            raise InputError(f"TrainConfig.stop_after_steps must be >= 1, got {self.stop_after_steps}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise InputError(f"TrainConfig.num_threads must be >= 1, got {self.num_threads}")
         if self.volume_weight > 0 and self.stage != "dmtet":
             raise InputError("TrainConfig.volume_weight is a stage-B term (stage 'dmtet'); stage A is volume-rendered")
         LossConfig(self.mse_weight, self.perceptual_weight, self.mask_weight, self.mask_kind)  # validates
@@ -261,52 +216,6 @@ class TrainResult:
     steps_per_s: float
     losses: list[float] = field(default_factory=list)
     val: ValMetrics | None = None
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point parameters (float32 shadow copies).
-
-    Args:
-        model: the model whose parameters are tracked.
-        decay: target decay; the effective decay after n updates is ``min(decay, (1 + n) / (10 + n))``.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.updates = 0
-        self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for n, p in model.named_parameters():
-            self.shadow[n].lerp_(p.detach().float(), 1.0 - d)
-
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        """Write the averaged weights into ``model``."""
-        for n, p in model.named_parameters():
-            p.copy_(self.shadow[n].to(p.dtype))
-
-    @contextmanager
-    def applied(self, model: nn.Module):
-        """Temporarily swap the averaged weights into ``model``."""
-        backup = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.copy_to(model)
-        try:
-            yield model
-        finally:
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    p.copy_(backup[n])
-
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.decay, self.updates = float(state["decay"]), int(state["updates"])
-        self.shadow = {n: t.float().clone() for n, t in state["shadow"].items()}
 
 
 class _LoopState:
@@ -470,13 +379,6 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
-    if not folder.is_dir():
-        return None
-    done = sorted(p for p in folder.glob("step_*") if p.is_dir() and (p / "loop_state.json").is_file())
-    return done[-1] if done else None
-
-
 _CSV_FIELDS = ["step", "loss", "mse", "mask", "perceptual", "lr", "time_s", "steps_per_s", "val_psnr", "val_ssim",
                "val_lpips"]  # fmt: skip
 
@@ -487,10 +389,11 @@ def _truncate_csv(path: Path, step: int) -> None:
         return
     with path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= step]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=_CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def _fmt(x: float | None) -> str:
@@ -506,24 +409,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     Raises:
         InputError: bad data folders, presets, or settings (e.g. fp16 without CUDA).
     """
-    threads_before = torch.get_num_threads()
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with training_process(cfg.num_threads):
         return _train(cfg)
-    finally:
-        torch.set_num_threads(threads_before)
-        # Accelerate keeps its settings in process-wide singletons; forget them (the distributed
-        # state stays), so that another call in this process may use other settings.
-        from accelerate.state import AcceleratorState, GradientState
-
-        AcceleratorState._reset_state(reset_partial_state=False)
-        GradientState._reset_state()
 
 
 def _train(cfg: TrainConfig) -> TrainResult:
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from tqdm import tqdm
 
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -571,8 +462,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
         )
 
     # Model, EMA, optimizer.
-    set_seed(cfg.seed)
-    model = Reconstructor(recon_cfg)
+    with seeded_initialisation(cfg.seed):
+        model = Reconstructor(recon_cfg)
     if cfg.init_from is not None:
         from fourview.recon.loading import load_init_weights
 
@@ -582,14 +473,15 @@ def _train(cfg: TrainConfig) -> TrainResult:
     model.to(device)
     if cfg.channels_last:
         model.unet.to(memory_format=torch.channels_last)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = EMA(model.named_parameters(), cfg.ema_decay) if cfg.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     wrapper, optimizer = accelerator.prepare(_TrainingForward(model), optimizer)
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + accelerator.process_index)
     loop = _LoopState(generator)
-    accelerator.register_for_checkpointing(loop)
+    accelerator.register_for_checkpointing(loop)  # custom_checkpoint_0.pkl, then the EMA's _1: keep the order
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
+    checkpoints = Checkpoints(accelerator, out_dir / "checkpoints", cfg.keep_checkpoints)
 
     perceptual = make_perceptual_loss(cfg.perceptual) if cfg.perceptual_weight > 0 else None
     lpips_ok, lpips_reason = lpips_status()
@@ -600,17 +492,16 @@ def _train(cfg: TrainConfig) -> TrainResult:
         logger.info("ray_sampling 'pixels': the perceptual term (%s) is not used in stage A", perceptual.kind)
 
     # Resume.
-    ckpt_root = out_dir / "checkpoints"
-    latest = _latest_checkpoint(ckpt_root) if cfg.resume else None
+    latest = checkpoints.latest() if cfg.resume else None
     if latest is not None:
-        accelerator.load_state(str(latest))
+        checkpoints.load(latest)
         if main:
             logger.info("resumed from %s at step %d", latest, loop.step)
     start_step = loop.step
     csv_path = out_dir / "log.csv"
     if main:
-        (out_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-        (out_dir / "recon_config.json").write_text(recon_cfg.to_json() + "\n")
+        cfg.write_json(out_dir / "train_config.json")
+        write_text_atomic(out_dir / "recon_config.json", recon_cfg.to_json() + "\n")
         if start_step == 0 and csv_path.exists():
             csv_path.unlink()
         _truncate_csv(csv_path, start_step)
@@ -639,11 +530,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
     def validate() -> ValMetrics | None:
         if val_set is None or not main:
             return None
-        note = lpips_reason
-        if ema is not None:
-            with ema.applied(unwrapped):
-                return evaluate(unwrapped, val_set, cfg.val_max_objects, cfg.val_views, lpips_eval, note)
-        return evaluate(unwrapped, val_set, cfg.val_max_objects, cfg.val_views, lpips_eval, note)
+        with averaged(ema):
+            return evaluate(unwrapped, val_set, cfg.val_max_objects, cfg.val_views, lpips_eval, lpips_reason)
 
     def write_row(row: dict) -> None:
         new = not csv_path.exists()
@@ -653,22 +541,6 @@ def _train(cfg: TrainConfig) -> TrainResult:
                 writer.writeheader()
             writer.writerow(row)
 
-    def save_checkpoint(step: int) -> None:
-        final = ckpt_root / f"step_{step:08d}"
-        tmp = ckpt_root / f".step_{step:08d}.tmp"
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if main:
-            (tmp / "loop_state.json").write_text(json.dumps({"step": step}) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            for old in sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[: -cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.stage}", disable=not (cfg.progress and main))
     losses: list[float] = []
     window: dict[str, list[float]] = {}
@@ -677,13 +549,11 @@ def _train(cfg: TrainConfig) -> TrainResult:
     window_time, window_steps = 0.0, 0
     val: ValMetrics | None = None
     wrapper.train()
-    stop_at = cfg.steps if cfg.stop_after_steps is None else min(cfg.steps, start_step + cfg.stop_after_steps)
+    stop_at = cfg.end_step(start_step)
     while loop.step < stop_at:
         t0 = time.perf_counter()
         step = loop.step
-        lr = warmup_cosine(
-            step, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_lr_ratio=cfg.min_lr_ratio, peak=cfg.lr
-        )
+        lr = cfg.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_terms: dict[str, float] = {}
@@ -733,7 +603,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
                 step_terms[name] = step_terms.get(name, 0.0) + value / cfg.grad_accumulation
         loop.step += 1
         if ema is not None:
-            ema.update(unwrapped)
+            ema.update()
         losses.append(step_terms["loss"])
         for name, value in step_terms.items():
             window.setdefault(name, []).append(value)
@@ -746,7 +616,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
         step = loop.step
         val_now = None
-        if (cfg.validate_every and step % cfg.validate_every == 0) or step == cfg.steps:
+        if cfg.validation_due(step):
             val_now = validate()
             if val_now is not None:
                 val = val_now
@@ -778,8 +648,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
                         scalars["val/lpips"] = val_now.lpips
                 accelerator.log(scalars, step=step)
             window, window_time, window_steps = {}, 0.0, 0
-        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop_at:
-            save_checkpoint(step)
+        if cfg.checkpoint_due(step, stop_at):
+            checkpoints.save(step)
     bar.close()
     time_s = time.perf_counter() - t_start
     done_here = loop.step - start_step
@@ -789,10 +659,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if finished and val is None and done_here == 0:  # the run was already complete: validate for the result
         val = validate()
     if finished and main:
-        if ema is not None:
-            with ema.applied(unwrapped):
-                unwrapped.save_pretrained(final_dir)
-        else:
+        with averaged(ema):
             unwrapped.save_pretrained(final_dir)
         perceptual_kind = perceptual.kind if perceptual is not None else None
         metrics = {
@@ -813,7 +680,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
             "device": str(device),
             "torch_threads": torch.get_num_threads(),
         }
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     accelerator.wait_for_everyone()
     if tb:
         accelerator.end_training()

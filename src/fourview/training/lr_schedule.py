@@ -1,8 +1,8 @@
 """The learning-rate schedule of every training loop: linear warm-up, then cosine decay.
 
-The trainers of both stages (`fourview.recon.train`, `fourview.mvgen.train`,
-`fourview.mvgen.distill`) set each optimizer step's learning rate by hand from `warmup_cosine`,
-so a run resumed from a checkpoint gets exactly the rates of an uninterrupted one.
+Every trainer sets each optimizer step's learning rate by hand from `warmup_cosine` (through
+`fourview.training.run.RunConfig.lr_at`), so a run resumed from a checkpoint gets exactly the
+rates of an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fourview.lr_schedule import warmup_cosine
+from fourview.training.lr_schedule import warmup_cosine
 
 PEAK, WARMUP, TOTAL, MIN_RATIO = 1e-3, 10, 110, 0.1
 
