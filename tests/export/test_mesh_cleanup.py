@@ -3,14 +3,7 @@ import pytest
 import trimesh
 
 from fourview.errors import InputError
-from fourview.export.mesh_cleanup import (
-    CleanupConfig,
-    check_mesh,
-    clean_mesh,
-    orient_faces,
-    simplify_mesh,
-    vertex_normals,
-)
+from fourview.export.mesh_cleanup import CleanupConfig, clean_mesh, orient_faces, simplify_mesh
 
 
 def sphere(subdivisions=3, radius=0.6, centre=(0.0, 0.0, 0.0)):
@@ -146,21 +139,10 @@ def test_bad_budget_is_an_input_error(budget):
         simplify_mesh(v, f, budget)
 
 
-@pytest.mark.parametrize(
-    "verts,faces,match",
-    [
-        (np.zeros((3, 2)), np.array([[0, 1, 2]]), r"verts must be \[V, 3\]"),
-        (np.zeros((3, 3)), np.array([[0, 1, 3]]), "face indices"),
-        (np.zeros((3, 3)), np.array([[0.0, 1.0, 2.0]]), "integers"),
-        (np.zeros((3, 3)), np.zeros((0, 3), np.int64), "no faces"),
-        (np.full((3, 3), np.nan), np.array([[0, 1, 2]]), "non-finite"),
-    ],
-)
-def test_malformed_meshes_are_input_errors(verts, faces, match):
-    with pytest.raises(InputError, match=match):
-        check_mesh(verts, faces)
-    with pytest.raises(InputError):
-        clean_mesh(verts, faces)
+def test_malformed_meshes_are_input_errors():
+    """`clean_mesh` checks its input (`fourview.meshio.part_arrays.check_mesh`, tested there)."""
+    with pytest.raises(InputError, match="face indices"):
+        clean_mesh(np.zeros((3, 3)), np.array([[0, 1, 3]]))
 
 
 def test_cleanup_config_rejects_bad_thresholds():
@@ -168,18 +150,3 @@ def test_cleanup_config_rejects_bad_thresholds():
         CleanupConfig(min_component_area_fraction=1.5)
     with pytest.raises(InputError):
         CleanupConfig(min_component_faces=-1)
-
-
-def test_vertex_normals_are_radial_and_shared_across_split_vertices():
-    v, f = sphere(3)
-    n = vertex_normals(v, f)
-    radial = v / np.linalg.norm(v, axis=1, keepdims=True)
-    assert np.einsum("ij,ij->i", n, radial).min() > 0.999
-    # Split vertex 0 into a copy used by its first face: the copy gets the same normal.
-    v2 = np.concatenate([v, v[:1]])
-    f2 = f.copy()
-    first = np.flatnonzero((f2 == 0).any(axis=1))[0]
-    f2[first][f2[first] == 0] = len(v)
-    n2 = vertex_normals(v2, f2)
-    np.testing.assert_allclose(n2[-1], n2[0], atol=1e-7)
-    np.testing.assert_allclose(n2[0], n[0], atol=1e-6)

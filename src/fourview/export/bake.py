@@ -32,13 +32,13 @@ from fourview.errors import InputError
 from fourview.export.projection import (
     ProjectionConfig,
     SurfaceProjector,
-    ViewImages,
     barycentric,
     face_normals,
     propagate_colours,
     vertex_normals,
 )
 from fourview.recon.fields import SurfaceField
+from fourview.views import PosedViews
 
 MAX_TEXTURE_SIZE = 16384
 """Largest texture side accepted, texels."""
@@ -83,7 +83,7 @@ def bake_texture(
     extrapolate_px: int = 2,
     chunk: int = 262144,
     device: str | torch.device = "cpu",
-    views: ViewImages | None = None,
+    views: PosedViews | None = None,
     projection: ProjectionConfig = ProjectionConfig(),
 ) -> BakeOutput:
     """Bake ``field.color`` into a texture over a mesh's UV atlas.

@@ -1,4 +1,4 @@
-"""Field to mesh: iso-surface extraction, and the whole field-to-file export.
+"""Field to mesh: iso-surface extraction.
 
 `extract_mesh` samples a `SurfaceField`'s signed distance on a regular grid over the object
 frame's cube [-1, 1]^3 and extracts its zero level set, with marching cubes (scikit-image) or with
@@ -16,25 +16,17 @@ dense grid (``coarse_factor=1``, the reference) at a fraction of the field queri
 fifth for the demo reconstructor at 128^3). A closed piece of surface that passes between the
 coarse points without crossing an edge of the coarse grid (a bubble or rod thinner than
 ``coarse_factor`` cells, away from the rest of the surface) is not found.
-
-`export_field` runs the export stage end to end: extract, clean, simplify to a face budget, UV
-unwrap, bake the colour field into a texture (or per-vertex colours), and write GLB / OBJ / PLY
-files, timing each step.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
 from fourview.errors import InputError
-from fourview.export.projection import ViewImages
-from fourview.mesh import Material
 from fourview.recon.fields import SurfaceField
 
 ExtractMethod = Literal["marching_cubes", "dmtet"]
@@ -296,183 +288,3 @@ def _check_crossing(grid: np.ndarray, resolution: int) -> None:
             f"field has no surface inside [-1, 1]^3: the SDF is negative (inside) at all {resolution}^3 grid points "
             f"(max {hi:.4g})"
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# The export stage end to end
-
-OutputFormat = Literal["glb", "obj", "ply"]
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """Settings of `export_field`.
-
-    Attributes:
-        resolution: extraction grid (marching cubes samples per axis, or tet-grid cells per axis).
-        method: ``"marching_cubes"`` or ``"dmtet"``.
-        coarse_factor: marching cubes: coarse-to-fine field evaluation with coarse cells of this
-            many grid cells (see `extract_mesh`; same mesh, fewer field queries); 1 evaluates
-            every grid point (the dense reference).
-        face_budget: the most faces of the exported mesh; None keeps every face.
-        min_component_area_fraction: pieces smaller than this fraction of the area are dropped.
-        texture_size: side of the square baked texture, a power of two (1024 full, 256 demo).
-        vertex_colors: skip UVs and the texture; store the field's colour per vertex instead.
-        dilation_px: seam padding of the baked texture, texels.
-        max_chart_faces: UV chart size cap, about this many average faces per chart (see
-            `fourview.export.uv.UVConfig`; 0 = no cap, slow on large meshes).
-        metallic: glTF/MTL metallic factor.
-        roughness: glTF/MTL roughness factor.
-        chunk: field points per call.
-        device: torch device for field queries.
-    """
-
-    resolution: int = 256
-    method: ExtractMethod = "marching_cubes"
-    coarse_factor: int = 2
-    face_budget: int | None = 50_000
-    min_component_area_fraction: float = 0.01
-    texture_size: int = 1024
-    vertex_colors: bool = False
-    dilation_px: int = 8
-    max_chart_faces: int = 200
-    metallic: float = 0.0
-    roughness: float = 0.8
-    chunk: int = 262144
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.face_budget is not None and self.face_budget <= 0:
-            raise InputError(f"face budget must be positive, got {self.face_budget}")
-        if int(self.coarse_factor) != self.coarse_factor or self.coarse_factor < 1:
-            raise InputError(f"coarse factor must be an integer >= 1, got {self.coarse_factor}")
-        from fourview.export.bake import check_texture_size
-
-        check_texture_size(self.texture_size)
-        for name in ("metallic", "roughness"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What `export_field` wrote.
-
-    Attributes:
-        paths: every file written (e.g. the GLB; or the OBJ, its MTL and PNG).
-        num_verts: vertices of the exported mesh (after UV seams split them).
-        num_faces: faces of the exported mesh.
-        texture_size: side of the baked texture in texels; None with vertex colours.
-        timings: seconds per step: ``extract``, ``cleanup``, ``simplify``, ``uv``, ``bake``,
-            ``write``, and ``total``.
-    """
-
-    paths: list[Path]
-    num_verts: int
-    num_faces: int
-    texture_size: int | None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def export_field(
-    field: SurfaceField,
-    path: str | Path | list[str | Path],
-    config: ExportConfig = ExportConfig(),
-    views: ViewImages | None = None,
-) -> ExportResult:
-    """Export a field as a game-ready mesh file (or several formats of the same mesh).
-
-    Args:
-        field: the SDF + colour field, object frame.
-        path: output file(s); the suffix picks the format: ``.glb``, ``.obj`` (with ``.mtl`` and
-            ``.png`` beside it), ``.ply`` (vertex colours only: a PLY gets the field's colour per
-            vertex even when a texture is baked for the others).
-        config: settings.
-        views: the input views with their cameras: where they see the surface, their colours
-            replace the field's in the baked texture (`fourview.export.projection`).
-
-    Returns:
-        `ExportResult` with the files written and per-step timings. All files are written in one
-        atomic step: when anything fails, none of them is created or replaced.
-
-    Raises:
-        InputError: an unknown suffix, a bad setting, or a field without a surface.
-    """
-    from fourview.export.bake import bake_texture, bake_vertex_colors
-    from fourview.export.gltf import glb_files
-    from fourview.export.mesh_cleanup import CleanupConfig, clean_mesh, simplify_mesh
-    from fourview.export.obj import obj_files, write_files_atomic
-    from fourview.export.ply import ply_files
-    from fourview.export.uv import UVConfig, unwrap_uv
-
-    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
-    for p in paths:
-        if p.suffix.lower() not in (".glb", ".obj", ".ply"):
-            raise InputError(f"unknown output format {p.suffix!r} for {p}; use .glb, .obj or .ply")
-    timings: dict[str, float] = {}
-    start = clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
-
-    mesh = extract_mesh(
-        field, config.resolution, config.method, config.chunk, device=config.device, coarse_factor=config.coarse_factor
-    )
-    lap("extract")
-    cleaned = clean_mesh(
-        mesh.verts, mesh.faces, CleanupConfig(min_component_area_fraction=config.min_component_area_fraction)
-    )
-    verts, faces = cleaned.verts, cleaned.faces
-    lap("cleanup")
-    if config.face_budget is not None:
-        verts, faces = simplify_mesh(verts, faces, config.face_budget)
-    lap("simplify")
-
-    material = Material(name="fourview", metallic=config.metallic, roughness=config.roughness)
-    uv = texture = None
-    needs_texture = not config.vertex_colors and any(p.suffix.lower() != ".ply" for p in paths)
-    if needs_texture:
-        unwrapped = unwrap_uv(
-            verts, faces, UVConfig(resolution=config.texture_size, max_chart_faces=config.max_chart_faces)
-        )
-        verts, faces, uv = unwrapped.verts, unwrapped.faces, unwrapped.uv
-    lap("uv")
-    colors = None
-    if needs_texture:
-        texture = bake_texture(
-            field,
-            verts,
-            faces,
-            uv,
-            config.texture_size,
-            dilation_px=config.dilation_px,
-            chunk=config.chunk,
-            device=config.device,
-            views=views,
-        ).texture
-    if config.vertex_colors or any(p.suffix.lower() == ".ply" for p in paths):
-        colors = bake_vertex_colors(field, verts, chunk=config.chunk, device=config.device)
-    lap("bake")
-    files: dict[Path, bytes] = {}
-    for p in paths:
-        suffix = p.suffix.lower()
-        colors_or_none = None if uv is not None else colors
-        if suffix == ".glb":
-            files.update(glb_files(p, verts, faces, uv, texture, colors_or_none, material=material))
-        elif suffix == ".obj":
-            files.update(obj_files(p, verts, faces, uv, texture, colors_or_none, material=material))
-        else:
-            files.update(ply_files(p, verts, faces, vertex_colors=colors))
-    write_files_atomic(files)  # all formats, or none of them
-    lap("write")
-    timings["total"] = time.perf_counter() - start
-    return ExportResult(
-        paths=list(files),
-        num_verts=len(verts),
-        num_faces=len(faces),
-        texture_size=config.texture_size if texture is not None else None,
-        timings=timings,
-    )

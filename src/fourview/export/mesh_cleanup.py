@@ -6,8 +6,8 @@ faces dropped, small floating components removed, unreferenced vertices dropped,
 consistent across every edge shared by two faces, and each closed piece turned so that its faces
 wind counter-clockwise seen from outside (outward normals, docs/conventions.md).
 `simplify_mesh` reduces the face count to a budget with quadric edge collapse (the
-`fast_simplification` package) and repairs again. `vertex_normals` gives the smooth normals the
-writers store.
+`fast_simplification` package) and repairs again. Input arrays are checked with
+`fourview.meshio.part_arrays.check_mesh`, the check the writers use.
 
 All positions are object-frame units; faces are ``[F, 3]`` int64 vertex indices.
 """
@@ -21,6 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from fourview.errors import InputError
+from fourview.meshio.part_arrays import check_mesh
 
 
 @dataclass(frozen=True)
@@ -154,30 +155,6 @@ def simplify_mesh(
     return verts.astype(np.float32), faces
 
 
-def check_mesh(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a mesh given by the user and return it as float64 verts and int64 faces.
-
-    Raises:
-        InputError: shapes other than [V, 3] / [F, 3], non-integer faces, indices out of range,
-            non-finite positions, or no faces.
-    """
-    verts = np.asarray(verts)
-    faces = np.asarray(faces)
-    if verts.ndim != 2 or verts.shape[1] != 3:
-        raise InputError(f"verts must be [V, 3], got shape {verts.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise InputError(f"faces must be [F, 3], got shape {faces.shape}")
-    if len(faces) == 0:
-        raise InputError("mesh has no faces")
-    if not np.issubdtype(faces.dtype, np.integer):
-        raise InputError(f"faces must hold integers, got dtype {faces.dtype}")
-    if faces.min() < 0 or faces.max() >= len(verts):
-        raise InputError(f"face indices must lie in [0, {len(verts)}), got [{faces.min()}, {faces.max()}]")
-    if not np.isfinite(verts).all():
-        raise InputError("mesh has non-finite vertex positions")
-    return verts.astype(np.float64), faces.astype(np.int64)
-
-
 def orient_faces(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]:
     """Make winding consistent over each edge-connected piece and turn closed pieces outwards.
 
@@ -261,34 +238,6 @@ def orient_faces(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]
     out[inward] = out[inward][:, ::-1]
     n_flipped = int(np.count_nonzero(flip ^ inward))
     return out, n_flipped
-
-
-def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Smooth unit vertex normals, area-weighted, shared across vertices at the same position.
-
-    Vertices split at UV seams (same position, different UV) get the same normal, so seams do
-    not show in shading. A vertex with no usable face gets +Y.
-
-    Args:
-        verts: [V, 3] positions.
-        faces: [F, 3] vertex indices, counter-clockwise seen from outside.
-
-    Returns:
-        [V, 3] float32 unit normals, object frame.
-    """
-    verts = np.asarray(verts, dtype=np.float64)
-    faces = np.asarray(faces, dtype=np.int64)
-    _, weld = np.unique(verts, axis=0, return_inverse=True)
-    weld = weld.reshape(-1)
-    tri = verts[faces]  # [F, 3, 3]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3], length = 2 * area
-    acc = np.zeros((int(weld.max()) + 1, 3))
-    for k in range(3):
-        np.add.at(acc, weld[faces[:, k]], fn)
-    normals = acc[weld]
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    normals = np.where(length > 1e-20, normals / np.maximum(length, 1e-20), np.array([0.0, 1.0, 0.0]))
-    return normals.astype(np.float32)
 
 
 def face_areas(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:

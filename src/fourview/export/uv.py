@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fourview.errors import InputError
-from fourview.export.mesh_cleanup import check_mesh, face_areas
+from fourview.export.mesh_cleanup import face_areas
+from fourview.meshio.part_arrays import check_mesh
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The export stage end to end: field -> GLB / OBJ -> load -> render, against the field's own render."""
+"""The export stage end to end: field -> mesh -> GLB / OBJ -> load -> render, against the field's own render."""
 
 import math
 
@@ -9,7 +9,8 @@ import trimesh
 
 from fourview.cameras import Camera, orthogonal_rig, pixel_rays
 from fourview.errors import InputError
-from fourview.export.extract import ExportConfig, ExportResult, export_field
+from fourview.export.exporter import ExportConfig, ExportedMesh, export_field
+from fourview.meshio import write_mesh_files
 from fourview.recon.fields import SphereField, SurfaceField, TorusField
 
 pytest.importorskip("xatlas")
@@ -65,11 +66,11 @@ def psnr(a, b):
 @pytest.mark.parametrize("field", [SphereField(), TorusField()], ids=["sphere", "torus"])
 def test_exported_glb_and_obj_render_like_the_field(tmp_path, field):
     glb, obj = tmp_path / "a.glb", tmp_path / "a.obj"
-    result = export_field(field, [glb, obj], SMALL)
-    assert isinstance(result, ExportResult)
-    assert result.paths == [glb, obj, tmp_path / "a.mtl", tmp_path / "a.png"]
+    result = export_field(field, SMALL)
+    assert isinstance(result, ExportedMesh)
     assert result.num_faces <= 10_000 and result.texture_size == 256
-    assert set(result.timings) == {"extract", "cleanup", "simplify", "uv", "bake", "write", "total"}
+    assert set(result.timings) == {"extract", "cleanup", "simplify", "uv", "bake", "total"}
+    assert write_mesh_files(result.mesh, [glb, obj]) == [glb, obj, tmp_path / "a.mtl", tmp_path / "a.png"]
     cameras = orthogonal_rig()
     reference = [sphere_trace(field, cam, 128) for cam in cameras]
     assert min(float((r < 0.999).mean()) for r in reference) > 0.05  # the object is in view
@@ -84,7 +85,7 @@ def test_a_wrongly_oriented_texture_would_fail_the_comparison(tmp_path):
 
     field = TorusField()
     obj = tmp_path / "a.obj"
-    export_field(field, obj, SMALL)
+    write_mesh_files(export_field(field, SMALL).mesh, [obj])
     png = tmp_path / "a.png"
     Image.open(png).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(png)
     camera = orthogonal_rig()[0]
@@ -95,9 +96,12 @@ def test_a_wrongly_oriented_texture_would_fail_the_comparison(tmp_path):
 def test_vertex_colour_export_and_ply(tmp_path):
     field = SphereField()
     config = ExportConfig(resolution=48, face_budget=3000, vertex_colors=True)
-    result = export_field(field, [tmp_path / "v.glb", tmp_path / "v.ply", tmp_path / "v.obj"], config)
+    result = export_field(field, config)
     assert result.texture_size is None
-    assert [p.name for p in result.paths] == ["v.glb", "v.ply", "v.obj", "v.mtl"]
+    (part,) = result.mesh.parts
+    assert part.uv is None and part.material.texture is None and part.vertex_colors is not None
+    paths = write_mesh_files(result.mesh, [tmp_path / "v.glb", tmp_path / "v.ply", tmp_path / "v.obj"])
+    assert [p.name for p in paths] == ["v.glb", "v.ply", "v.obj", "v.mtl"]
     mesh = trimesh.load(tmp_path / "v.ply", process=False)
     assert len(mesh.faces) == result.num_faces <= 3000
     assert mesh.is_watertight and mesh.volume > 0
@@ -105,13 +109,10 @@ def test_vertex_colour_export_and_ply(tmp_path):
     np.testing.assert_allclose(mesh.visual.vertex_colors[:, :3] / 255.0, expected, atol=0.5 / 255 + 1e-6)
 
 
-def test_dmtet_export(tmp_path):
-    result = export_field(
-        SphereField(),
-        tmp_path / "d.glb",
-        ExportConfig(resolution=24, method="dmtet", face_budget=2000, texture_size=64),
-    )
-    assert 0 < result.num_faces <= 2000
+def test_dmtet_export():
+    config = ExportConfig(resolution=24, method="dmtet", face_budget=2000, texture_size=64)
+    result = export_field(SphereField(), config)
+    assert 0 < result.num_faces <= 2000 and result.texture_size == 64
 
 
 @pytest.mark.parametrize(
@@ -122,26 +123,21 @@ def test_bad_export_settings_are_input_errors(kwargs):
         ExportConfig(**kwargs)
 
 
-def test_a_failed_export_writes_none_of_its_files(tmp_path, monkeypatch):
-    from fourview.export import obj as obj_module
-
-    calls = []
-
-    def fsync_fails_late(fd):
-        calls.append(fd)
-        if len(calls) == 4:  # glb, obj, mtl written; the png fails
-            raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(obj_module.os, "fsync", fsync_fails_late)
-    config = ExportConfig(resolution=32, face_budget=1000, texture_size=64)
-    with pytest.raises(InputError, match="No space left"):
-        export_field(SphereField(), [tmp_path / "a.glb", tmp_path / "a.obj"], config)
-    assert list(tmp_path.iterdir()) == []
+def test_the_textured_mesh_carries_the_field_colour_per_vertex_and_its_material():
+    field = SphereField()
+    config = ExportConfig(resolution=32, face_budget=1000, texture_size=64, metallic=0.25, roughness=0.5)
+    result = export_field(field, config)
+    (part,) = result.mesh.parts
+    assert result.num_verts == len(part.verts) and result.num_faces == len(part.faces) <= 1000
+    assert part.material.texture.shape == (64, 64, 3) and result.texture_size == 64
+    assert (part.material.metallic, part.material.roughness) == (0.25, 0.5)
+    assert part.uv.min() >= 0.0 and part.uv.max() <= 1.0
+    expected = field.color(torch.from_numpy(part.verts)).numpy()
+    np.testing.assert_allclose(part.vertex_colors, expected, atol=1e-6)  # baked for a PLY, even with a texture
+    radius = np.linalg.norm(part.verts - np.asarray(field.center, np.float32), axis=1)
+    assert np.abs(radius - field.radius).max() < 2.0 / 31  # within a grid cell of the sphere
 
 
-def test_unknown_format_and_empty_field_write_nothing(tmp_path):
-    with pytest.raises(InputError, match="unknown output format"):
-        export_field(SphereField(), tmp_path / "a.fbx", SMALL)
+def test_an_empty_field_is_an_input_error():
     with pytest.raises(InputError, match="no surface"):
-        export_field(SphereField(radius=0.0, center=(5.0, 5.0, 5.0)), tmp_path / "a.glb", SMALL)
-    assert list(tmp_path.iterdir()) == []
+        export_field(SphereField(radius=0.0, center=(5.0, 5.0, 5.0)), SMALL)

@@ -1,5 +1,9 @@
 """Stanford PLY writer: positions, normals, 8-bit sRGB vertex colours, triangles.
 
+A PLY has no parts and no textures: the mesh's parts are written as one vertex list and one face
+list, in part order. Vertex colours are written when any part has them; a part without them takes
+its material's base colour (sRGB-encoded) at every vertex.
+
 Binary little-endian by default (``binary=False`` writes ASCII). Header::
 
     ply
@@ -8,12 +12,12 @@ Binary little-endian by default (``binary=False`` writes ASCII). Header::
     element vertex V
     property float x / y / z             object frame, +Y up
     property float nx / ny / nz          (when normals are written)
-    property uchar red / green / blue    sRGB, round(255 * c) (when colours are given)
+    property uchar red / green / blue    sRGB, round(255 * c) (when colours are written)
     element face F
     property list uchar int vertex_indices   counter-clockwise seen from outside
     end_header
 
-The file is written atomically (`fourview.export.obj.write_files_atomic`).
+The file is written atomically (`fourview.atomic.write_files_atomic`).
 """
 
 from __future__ import annotations
@@ -23,75 +27,63 @@ from pathlib import Path
 
 import numpy as np
 
+from fourview.atomic import write_files_atomic
+from fourview.mesh import MeshAsset, linear_to_srgb
+from fourview.meshio.part_arrays import mesh_part_arrays
 
-def write_ply(
-    path: str | os.PathLike,
-    verts: np.ndarray,
-    faces: np.ndarray,
-    vertex_colors: np.ndarray | None = None,
-    normals: np.ndarray | None = None,
-    binary: bool = True,
-    write_normals: bool = True,
-) -> list[Path]:
-    """Write a mesh with optional vertex colours as a PLY file.
+
+def write_ply(path: str | os.PathLike, mesh: MeshAsset, binary: bool = True, write_normals: bool = True) -> list[Path]:
+    """Write a mesh as a PLY file, atomically.
 
     Args:
         path: the ``.ply`` file.
-        verts: [V, 3] float positions, object frame.
-        faces: [F, 3] int vertex indices, counter-clockwise seen from outside.
-        vertex_colors: [V, 3] float sRGB in [0, 1], or None.
-        normals: [V, 3] unit normals, or None to compute smooth ones.
+        mesh: the mesh in the object frame (see the module docstring for parts and colours).
         binary: binary little-endian (True) or ASCII (False).
-        write_normals: include ``nx ny nz``.
+        write_normals: include ``nx ny nz`` (smooth unit normals).
 
     Returns:
         ``[path]``.
 
     Raises:
-        InputError: malformed arrays or an unwritable folder.
+        InputError: a malformed part or an unwritable folder.
     """
-    from fourview.export.obj import write_files_atomic
-
-    files = ply_files(path, verts, faces, vertex_colors, normals, binary, write_normals)
-    write_files_atomic(files)
-    return list(files)
+    data = ply_bytes(mesh, binary, write_normals)
+    write_files_atomic({Path(path): data})
+    return [Path(path)]
 
 
-def ply_files(
-    path: str | os.PathLike,
-    verts: np.ndarray,
-    faces: np.ndarray,
-    vertex_colors: np.ndarray | None = None,
-    normals: np.ndarray | None = None,
-    binary: bool = True,
-    write_normals: bool = True,
-) -> dict[Path, bytes]:
-    """What `write_ply` would write, as ``{path: bytes}``, without writing it (same arguments)."""
-    from fourview.export.gltf import check_export_arrays
+def ply_bytes(mesh: MeshAsset, binary: bool = True, write_normals: bool = True) -> bytes:
+    """The PLY file's bytes (see the module docstring).
 
-    verts, faces, _, _, vertex_colors, normals = check_export_arrays(verts, faces, None, None, vertex_colors, normals)
-    return {Path(path): ply_bytes(verts, faces, vertex_colors, normals if write_normals else None, binary)}
-
-
-def ply_bytes(
-    verts: np.ndarray,
-    faces: np.ndarray,
-    vertex_colors: np.ndarray | None,
-    normals: np.ndarray | None,
-    binary: bool,
-) -> bytes:
-    """The PLY file's bytes (see the module docstring); arrays already validated."""
+    Raises:
+        InputError: a malformed part or a texture without UVs.
+    """
+    parts = mesh_part_arrays(mesh)
+    offsets = np.cumsum([0] + [len(p.verts) for p in parts])[:-1]
+    verts = np.concatenate([p.verts for p in parts])  # [V, 3]
+    faces = np.concatenate([p.faces + offset for p, offset in zip(parts, offsets)])  # [F, 3]
+    normals = np.concatenate([p.normals for p in parts]) if write_normals else None
+    colors = None
+    if any(p.vertex_colors is not None for p in parts):
+        colors = np.concatenate(
+            [
+                p.vertex_colors
+                if p.vertex_colors is not None
+                else np.tile(linear_to_srgb(np.asarray(p.material.base_color[:3])), (len(p.verts), 1))
+                for p in parts
+            ]
+        )  # [V, 3] sRGB
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     if normals is not None:
         fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
-    if vertex_colors is not None:
+    if colors is not None:
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
     vertex = np.zeros(len(verts), dtype=fields)
     vertex["x"], vertex["y"], vertex["z"] = verts[:, 0], verts[:, 1], verts[:, 2]
     if normals is not None:
         vertex["nx"], vertex["ny"], vertex["nz"] = normals[:, 0], normals[:, 1], normals[:, 2]
-    if vertex_colors is not None:
-        rgb = np.round(np.clip(vertex_colors, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if colors is not None:
+        rgb = np.round(np.clip(colors, 0.0, 1.0) * 255.0).astype(np.uint8)
         vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     face = np.zeros(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
     face["n"] = 3
