@@ -7,12 +7,12 @@ premultiplied, alpha); on disk they are PNG. Models see RGB composited on white.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fourview.atomic import write_file_atomic
 from fourview.errors import InputError
 
 WHITE_ALPHA_LOW: float = 0.03
@@ -52,22 +52,18 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
     """Write [H, W], [H, W, 3] or [H, W, 4] float in [0, 1] (or uint8/uint16 as is) to a PNG, atomically.
 
-    The file appears complete or not at all: it is written beside its target and renamed.
+    The file appears complete or not at all (`fourview.atomic.write_file_atomic`).
+
+    Raises:
+        InputError: the folder is missing or not writable.
     """
-    path = Path(path)
     arr = np.asarray(img)
     if arr.dtype not in (np.uint8, np.uint16):
         arr = to_uint8(arr)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(arr).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    image = Image.fromarray(arr)
+    write_file_atomic(path, lambda f: image.save(f, format="PNG"))
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:

@@ -7,12 +7,12 @@ cameras of `fourview.cameras`, so a preview shows exactly what the file holds, i
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fourview.atomic import atomic_path
 from fourview.cameras import DEFAULT_ELEVATION_DEG, Camera, orthogonal_rig, views_to_grid
 from fourview.errors import InputError
 from fourview.images import composite_on_white, to_uint8, write_png
@@ -53,17 +53,11 @@ def write_turntable(path: str | os.PathLike, frames: list[np.ndarray], fps: int 
         raise InputError(f"turntable format must be .gif or .mp4, got {path.name}")
     if fps < 1:
         raise InputError(f"frames per second must be >= 1, got {fps}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # the temporary's name has no suffix: the format is named explicitly
         if suffix == ".gif":
             iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
-        else:
-            iio.imwrite(tmp, np.stack(frames), extension=".mp4", fps=fps)  # imageio-ffmpeg
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        else:  # imageio-ffmpeg; ffmpeg itself picks the container by suffix unless told
+            iio.imwrite(tmp, np.stack(frames), extension=".mp4", fps=fps, output_params=["-f", "mp4"])
     return path
 
 
