@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from fourview.data.dataset_renderer import (
     shard_from_env,
 )
 from fourview.errors import InputError
+from fourview.images import write_png
 from fourview.mesh import Material, MeshAsset, MeshPart
 from fourview.render.mesh_renderer import Lighting
 
@@ -131,6 +134,52 @@ def test_resume_skips_finished_and_shards(box_glb, tmp_path):
     settings = RenderSettings(resolution=16, num_random=0, supersample=1, write_depth=False, write_normal=False)
     shard = render_dataset(many, tmp_path / "sharded", settings, rank=1, world_size=2, progress=False)
     assert [p.name for p in shard] == ["o1", "o3"]
+
+
+def test_an_incomplete_leftover_is_replaced_whole(box_glb, tmp_path):
+    stale = tmp_path / "out" / "box" / "rig" / "000.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half an image")
+    (tmp_path / "out" / "box" / "notes.txt").write_text("from an older layout")
+    (folder,) = render_dataset(resolve_inputs([str(box_glb)]), tmp_path / "out", SMALL, progress=False)
+    assert not (folder / "notes.txt").exists()
+    assert Image.open(stale).size == (48, 48)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["box"]
+
+
+def test_a_failure_while_rendering_keeps_what_was_there(box_glb, tmp_path, monkeypatch):
+    import fourview.data.dataset_renderer as dataset_renderer
+
+    leftover = tmp_path / "out" / "box" / "rig"
+    leftover.mkdir(parents=True)
+    calls = []
+
+    def write_png_fails_late(path, img):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        write_png(path, img)
+
+    monkeypatch.setattr(dataset_renderer, "write_png", write_png_fails_late)
+    with pytest.raises(InputError, match="No space left"):
+        render_dataset(resolve_inputs([str(box_glb)]), tmp_path / "out", SMALL, progress=False)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["box"]  # no temporary left behind
+    assert [p.name for p in (tmp_path / "out" / "box").iterdir()] == ["rig"]
+    assert list(leftover.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask,file_mode,folder_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_objects_get_the_modes_of_the_umask(box_glb, tmp_path, umask, file_mode, folder_mode):
+    settings = RenderSettings(resolution=16, num_random=1, supersample=1, write_depth=False, write_normal=False)
+    old = os.umask(umask)
+    try:
+        (folder,) = render_dataset(resolve_inputs([str(box_glb)]), tmp_path / "out", settings, progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == folder_mode
+    assert stat.S_IMODE((folder / "rig").stat().st_mode) == folder_mode
+    modes = {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*.png")}
+    assert len(modes) == 6 and set(modes.values()) == {file_mode}, modes
 
 
 def test_failed_object_leaves_nothing(tmp_path):

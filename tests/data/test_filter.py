@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import warnings
 
 import numpy as np
@@ -236,7 +238,12 @@ def test_aesthetic_normalises_and_is_deterministic():
 def test_aesthetic_round_trips(tmp_path):
     head = AestheticScorer(AestheticConfig(embed_dim=D))
     x = torch.randn(4, D)
-    st = head.save_safetensors(tmp_path / "aes.safetensors")
+    old = os.umask(0o077)
+    try:
+        st = head.save_safetensors(tmp_path / "sub" / "aes.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(st.stat().st_mode) == 0o600 and [p.name for p in st.parent.iterdir()] == [st.name]
     torch.testing.assert_close(AestheticScorer.from_file(st)(x), head(x), rtol=0, atol=0)
     torch.save(head.state_dict(), tmp_path / "aes.pth")
     again = AestheticScorer.from_file(tmp_path / "aes.pth")
@@ -302,6 +309,7 @@ def test_svm_matches_sklearn_and_round_trips(tmp_path, kernel):
         assert svm.gamma == pytest.approx(1.0 / (D * xn.var()))
 
     path = svm.save(tmp_path / "svm.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["svm.json"]  # no temporary left behind
     data = json.loads(path.read_text())  # plain JSON
     assert data["format"] == "fourview-quality-svm" and data["kernel"] == kernel
     again = QualitySVM.load(path)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fourview import atomic
 from fourview.data.manifest import (
     RIG_VIEW_NAMES,
     ObjectRecord,
@@ -60,6 +63,26 @@ def test_round_trip(tmp_path):
     assert json.loads(lines[1])["clip_score"] is None
     assert json.loads(lines[1])["unavailable"]["clip_score"] == "no caption"
     assert [p.name for p in path.parent.iterdir()] == ["manifest.jsonl"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_the_manifest_gets_the_mode_of_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = write_manifest(tmp_path / "m.jsonl", _records())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_failed_rewrite_keeps_the_old_manifest(tmp_path, monkeypatch):
+    path = write_manifest(tmp_path / "m.jsonl", _records())
+    before = path.read_bytes()
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(InputError, match="No space left"):
+        write_manifest(path, _records()[:1])
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]
 
 
 def test_blank_lines_skipped_and_empty_manifest(tmp_path):
@@ -154,7 +177,7 @@ def test_scan_and_load(tmp_path):
     _write_object(tmp_path, "b_obj")
     _write_object(tmp_path, "a_obj")
     (tmp_path / "not_an_object").mkdir()
-    (tmp_path / ".c_obj.x1y2.tmp" / "rig").mkdir(parents=True)  # the renderer's object in progress
+    (tmp_path / ".c_obj.fourview-tmp-123-0a1b2c3d" / "rig").mkdir(parents=True)  # the renderer's object in progress
     (tmp_path / "notes.txt").write_text("x")
     records = scan_objects(tmp_path)
     assert [r.name for r in records] == ["a_obj", "b_obj"]

@@ -10,11 +10,11 @@ folder), it writes::
     DIR/NAME/cameras.json                               every image with its camera (written last)
     DIR/NAME/caption.txt                                copied from the source folder when present
 
-An object's folder is assembled under a temporary name and renamed into place when complete,
-so an interrupted run leaves no half-written object, and a rerun skips finished ones. Objects
-are split across processes by ``rank`` / ``world_size`` (read from torchrun's ``RANK`` and
-``WORLD_SIZE`` or SLURM's ``SLURM_PROCID`` and ``SLURM_NTASKS``) and across local worker
-processes.
+An object's folder is assembled under a temporary name and renamed into place when complete
+(`fourview.atomic.atomic_folder`), so an interrupted run leaves no half-written object, and a
+rerun skips finished ones. Objects are split across processes by ``rank`` / ``world_size`` (read
+from torchrun's ``RANK`` and ``WORLD_SIZE`` or SLURM's ``SLURM_PROCID`` and ``SLURM_NTASKS``) and
+across local worker processes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fourview.atomic import atomic_folder
 from fourview.cameras import RADIUS, Camera, orthogonal_rig, random_cameras, views_to_grid
 from fourview.data.assets import load_asset
 from fourview.errors import InputError
@@ -203,8 +203,8 @@ def render_object(source: ObjectSource, out_dir: Path, settings: RenderSettings)
         return final
     asset = load_asset(source.path, up_axis=source.up_axis, normalize=True, name=source.name)
     renderer = MeshRenderer(asset)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{source.name}.", suffix=".tmp", dir=out_dir))
-    try:
+    # An incomplete leftover (an older layout, or a copy without cameras.json) is replaced whole.
+    with atomic_folder(final, overwrite=True) as tmp:
         (tmp / "rig").mkdir()
         if settings.num_random:
             (tmp / "random").mkdir()
@@ -242,13 +242,7 @@ def render_object(source: ObjectSource, out_dir: Path, settings: RenderSettings)
             "settings": _settings_json(settings),
             "frames": records,
         }
-        (tmp / "cameras.json").write_text(json.dumps(meta, indent=1))
-        if final.exists():  # an incomplete leftover from an older layout: replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "cameras.json").write_text(json.dumps(meta, indent=1))  # the folder is the atomic unit
     return final
 
 

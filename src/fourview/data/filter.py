@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +40,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fourview.atomic import atomic_path, write_text_atomic
 from fourview.data.captions import Captioner, caption_object
 from fourview.data.manifest import ObjectRecord, ScoreKey, load_rig_views, rgb_on_white, scan_objects
 from fourview.errors import InputError
@@ -303,7 +303,8 @@ class AestheticScorer(nn.Module):
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(path))
+        with atomic_path(path) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
         return path
 
 
@@ -530,11 +531,7 @@ class QualitySVM:
         """Write the JSON file atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f)
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QualitySVM:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Literal
 
 from PIL import Image
 
+from fourview.atomic import write_text_atomic
 from fourview.cameras import RIG_AZIMUTHS_DEG
 from fourview.errors import InputError
 
@@ -192,7 +192,7 @@ def _finite(value: object, what: str) -> float:
 
 
 def write_manifest(path: str | os.PathLike, records: Iterable[ObjectRecord]) -> Path:
-    """Write records as JSONL (one object per line), atomically (temp file, then rename).
+    """Write records as JSONL (one object per line), atomically (`fourview.atomic.write_text_atomic`).
 
     Raises:
         InputError: two records share a name, or the folder cannot be written.
@@ -203,13 +203,9 @@ def write_manifest(path: str | os.PathLike, records: Iterable[ObjectRecord]) -> 
     lines = [json.dumps(r.to_json(), ensure_ascii=False, allow_nan=False) + "\n" for r in records]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
     except OSError as err:
         raise InputError(f"cannot write manifest {path}: {err.strerror or err}") from None
-    return path
+    return write_text_atomic(path, "".join(lines))
 
 
 def read_manifest(path: str | os.PathLike) -> list[ObjectRecord]:
@@ -252,7 +248,7 @@ def scan_objects(root: str | os.PathLike) -> list[ObjectRecord]:
     """Unscored records for every rendered object under ``root``, sorted by name.
 
     An object is a sub-folder of ``root`` holding a ``rig/`` folder; other entries are ignored, and
-    so are hidden folders (``.NAME.*.tmp``: the renderer's objects still being written).
+    so are hidden folders (the renderer's objects still being written, `fourview.atomic.atomic_folder`).
 
     Raises:
         InputError: ``root`` is not a folder, holds no objects, or an object lacks a rig view.
