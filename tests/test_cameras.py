@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fourview import cameras as C
+from fourview.errors import InputError
 
 
 def test_rig_centres_azimuth_elevation_radius():
@@ -95,3 +96,15 @@ def test_camera_rejects_bad_settings():
         C.Camera(0.0, 95.0)
     with pytest.raises(ValueError):
         C.Camera(0.0, 0.0, radius=-1.0)
+
+
+def test_camera_from_c2w_round_trip_and_rejection():
+    for cam in C.random_cameras(5, seed=3) + [C.Camera(0.0, 90.0), C.Camera(45.0, -90.0)]:
+        back = C.Camera.from_c2w(cam.c2w(), cam.fov_deg)
+        np.testing.assert_allclose(back.c2w(), cam.c2w(), atol=1e-9)
+    tilted = C.Camera(30.0, 10.0).c2w()
+    tilted[:3, :3] = tilted[:3, :3] @ np.array(
+        [[math.cos(0.3), -math.sin(0.3), 0], [math.sin(0.3), math.cos(0.3), 0], [0, 0, 1]]
+    )  # rolled about its viewing axis
+    with pytest.raises(InputError, match="look-at"):
+        C.Camera.from_c2w(tilted, 30.0)

@@ -1,4 +1,4 @@
-"""`fourview reconstruct` and `fourview export` on a tiny model: files, validity, errors."""
+"""The pipeline object, the asset folder, `fourview reconstruct` and `fourview export` on a tiny model."""
 
 import json
 import math
@@ -10,6 +10,7 @@ import trimesh
 
 from fourview.cli import main
 from fourview.data.dataset_renderer import RenderSettings, render_dataset, resolve_inputs
+from fourview.errors import InputError
 from fourview.recon.config import recon_preset
 from fourview.recon.model import Reconstructor
 from fourview.render.mesh_renderer import Lighting
@@ -48,7 +49,7 @@ def tiny_recon(tmp_path_factory):
     return model.save_pretrained(tmp_path_factory.mktemp("recon") / "tiny")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def sphere_forward(monkeypatch):
     """The U-Net of random weights has no shape to give: its planes are replaced by `sphere_planes`."""
     from fourview.recon.model import ReconOutput
@@ -76,7 +77,7 @@ def run(args, capsys):
     return e.value.code, captured.out, captured.err
 
 
-def test_reconstruct_writes_a_valid_asset_folder(tiny_recon, rig_views, tmp_path, capsys):
+def test_reconstruct_writes_a_valid_asset_folder(tiny_recon, rig_views, sphere_forward, tmp_path, capsys):
     views, _ = rig_views
     out = tmp_path / "asset"
     code, stdout, err = run(["reconstruct", *views, "--recon", str(tiny_recon), "--grid", "16", "--format", "obj",
@@ -87,7 +88,7 @@ def test_reconstruct_writes_a_valid_asset_folder(tiny_recon, rig_views, tmp_path
     meta = json.loads((out / "meta.json").read_text())
     assert meta["recon"] == str(tiny_recon) and meta["elevation_deg"] == 20.0
     assert meta["mesh"]["faces"] > 0 and meta["export"]["resolution"] == 16
-    assert {"reconstruct_s", "export_s", "load_recon_s"} <= set(meta["timings_s"])
+    assert {"reconstruct_s", "export_s", "write_s", "turntable_s"} <= set(meta["timings_s"])
     report = validate_glb(out / "model.glb")
     assert report["issues"]["numErrors"] == 0
     mesh = trimesh.load(out / "model.glb", force="mesh")
@@ -96,7 +97,7 @@ def test_reconstruct_writes_a_valid_asset_folder(tiny_recon, rig_views, tmp_path
     assert not list(tmp_path.glob(".*"))  # no temporary folder left
 
 
-def test_grid_input_and_reexport(tiny_recon, rig_views, tmp_path, capsys):
+def test_grid_input_and_reexport(tiny_recon, rig_views, sphere_forward, tmp_path, capsys):
     _, grid = rig_views
     out = tmp_path / "asset"
     code, _, err = run(["reconstruct", grid, "--recon", str(tiny_recon), "--grid", "12", "-o", str(out)], capsys)
@@ -140,7 +141,7 @@ def test_reconstruct_rejects_wrong_view_counts_and_sizes(tiny_recon, rig_views, 
 
 def test_stage_b_models_export_their_trained_surface():
     """A DMTet-trained reconstructor is extracted on its tet grid (with its deformation), unless told otherwise."""
-    from fourview.pipeline import recon_export_config, reexport_config
+    from fourview.export.presets import recon_export_config, reexport_config
 
     volume, dmtet = recon_preset("demo", "volume"), recon_preset("demo", "dmtet")
     assert recon_export_config(volume, {}, "cpu").method == "marching_cubes"
@@ -154,3 +155,98 @@ def test_stage_b_models_export_their_trained_surface():
     preset = recon_export_config(volume, {}, "cpu")
     assert reexport_config(dmtet, {"recon": "demo"}, preset, {}).method == "dmtet"  # a prediction
     assert reexport_config(dmtet, {"method": "refine", "recon": "demo"}, preset, {}) == preset  # fitted to volume
+
+
+# ------------------------------------------------------------------ the pipeline object and the asset
+
+
+def test_the_pipeline_reuses_its_model_and_the_asset_saves_once(tiny_recon, rig_views, sphere_forward, tmp_path):
+    from fourview.pipeline import ExportSettings, FourViewPipeline
+    from fourview.views import PosedViews
+
+    pipe = FourViewPipeline.from_pretrained(mvgen=None, recon=str(tiny_recon))
+    model = pipe.reconstructor
+    views = PosedViews.read(rig_views[0])
+    settings = ExportSettings(grid_resolution=16, texture_size=64)
+    first = pipe.views_to_3d(views, export=settings)
+    second = pipe.views_to_3d(views, export=settings)
+    assert pipe.reconstructor is model  # loaded once
+    assert first.num_faces == second.num_faces > 0 and first.texture_size == 64
+    radii = np.linalg.norm(first.mesh.parts[0].verts, axis=1)  # in memory, before any file
+    assert abs(radii.mean() - SPHERE_RADIUS) < 0.05
+    with pytest.raises(InputError, match="needs a generator|has no generator"):
+        pipe.text_to_3d("a red mug")
+    out = tmp_path / "asset"
+    paths = first.save(out, formats=("ply",))
+    assert {p.name for p in paths} == {"model.glb", "model.ply", "views.png", "reconstruction", "meta.json"}
+    assert trimesh.load(out / "model.glb", force="mesh").faces.shape[0] == first.num_faces
+
+
+def test_saving_refuses_to_mix_two_runs_and_overwrite_replaces_the_folder(tiny_recon, rig_views, sphere_forward,
+                                                                          tmp_path):  # fmt: skip
+    from fourview.pipeline import ExportSettings, FourViewPipeline
+    from fourview.views import PosedViews
+
+    pipe = FourViewPipeline.from_pretrained(mvgen=None, recon=str(tiny_recon))
+    asset = pipe.views_to_3d(PosedViews.read(rig_views[0]), export=ExportSettings(grid_resolution=12))
+    out = tmp_path / "asset"
+    asset.save(out, turntable_frames=2, preview_resolution=32)
+    with pytest.raises(InputError, match="not empty"):
+        asset.save(out)
+    asset.save(out, overwrite=True)
+    assert not (out / "turntable.gif").exists()  # the earlier run's file is gone with its folder
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_views_to_3d_checks_the_method_and_the_views(tiny_recon, rig_views):
+    from fourview.cameras import Camera
+    from fourview.pipeline import FourViewPipeline
+    from fourview.views import PosedViews
+
+    pipe = FourViewPipeline.from_pretrained(mvgen=None, recon=str(tiny_recon))
+    views = PosedViews.read(rig_views[0])
+    with pytest.raises(InputError, match="unknown method"):
+        pipe.views_to_3d(views, method="magic")
+    odd = PosedViews.from_cameras(views.images[:3], [Camera(a, 10.0) for a in (0, 120, 240)])
+    with pytest.raises(InputError, match="four rig views"):
+        pipe.views_to_3d(odd)
+    with pytest.raises(InputError, match="needs a reconstructor"):
+        FourViewPipeline.from_pretrained(mvgen=None, recon=None).views_to_3d(views)
+    with pytest.raises(InputError, match="unknown device"):
+        FourViewPipeline.from_pretrained(mvgen=None, recon=None, device="banana")
+
+
+def test_every_command_respects_the_umask(tiny_recon, rig_views, sphere_forward, tmp_path, capsys):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        asset, reexport = tmp_path / "asset", tmp_path / "re" / "re.glb"
+        views = rig_views[0]
+        for args in (
+            ["reconstruct", *views, "--recon", str(tiny_recon), "--grid", "12", "--turntable", "2", "-o", str(asset)],
+            ["export", str(asset), "--grid", "12", "--turntable", "gif", "-o", str(reexport)],
+            ["data", "synth", "--count", "1", "--quiet", "-o", str(tmp_path / "synth")],
+            [
+                "data",
+                "render",
+                "example:red_mug",
+                "--res",
+                "16",
+                "--random",
+                "1",
+                "--quiet",
+                "-o",
+                str(tmp_path / "r"),
+            ],
+        ):
+            code, _, err = run(args, capsys)
+            assert code == 0, err
+    finally:
+        os.umask(old)
+    written = list(tmp_path.rglob("*"))
+    assert written
+    for path in written:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o750 if path.is_dir() else 0o640), f"{path}: {oct(mode)}"

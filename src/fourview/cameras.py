@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fourview.errors import InputError
+
 FOV_DEG: float = 30.0
 """Vertical field of view of every camera, degrees."""
 RADIUS: float = 4.0
@@ -91,6 +93,27 @@ class Camera:
     def focal_px(self, height: int) -> float:
         """Focal length in pixels for an image ``height`` pixels tall."""
         return 0.5 * height / math.tan(math.radians(self.fov_deg) / 2.0)
+
+    @classmethod
+    def from_c2w(cls, c2w: np.ndarray, fov_deg: float = FOV_DEG, atol: float = 1e-4) -> Camera:
+        """The camera with this camera-to-world matrix.
+
+        Raises:
+            InputError: the matrix is not a look-at-the-origin camera with world up +Y (as `Camera.c2w`).
+        """
+        c2w = np.asarray(c2w, dtype=np.float64)
+        pos = c2w[:3, 3]
+        radius = float(np.linalg.norm(pos))
+        if not radius > 0:
+            raise InputError("camera at the origin: expected a camera looking at the origin from a distance")
+        el = math.degrees(math.asin(max(-1.0, min(1.0, pos[1] / radius))))
+        az = math.degrees(math.atan2(pos[0], pos[2]))
+        cam = cls(az, el, radius, float(fov_deg))
+        if not np.allclose(cam.c2w(), c2w, atol=atol * max(1.0, radius)):
+            raise InputError(
+                "expected a look-at-the-origin camera (fourview.cameras.look_at); got a c2w matrix that is not one"
+            )
+        return cam
 
     def to_json(self, resolution: int | tuple[int, int]) -> dict:
         """The record written to ``cameras.json`` by the dataset renderer."""

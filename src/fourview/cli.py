@@ -16,7 +16,48 @@ from fourview.errors import InputError
 UP_AXES = ("y", "z", "x", "-y", "-z", "-x")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A command group whose subcommands are built when first looked up.
+
+    Commands take their options from config dataclasses whose modules import torch (seconds);
+    building them on demand keeps ``fourview --help`` and the other commands free of it. The
+    listing shows each command's one-line help given at registration, without building it.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._builders: dict = {}
+
+    def lazy_command(self, name: str, short_help: str):
+        """Register the decorated function as the builder of subcommand ``name`` (returns a click.Command)."""
+
+        def register(build):
+            self._builders[name] = (build, short_help)
+            return build
+
+        return register
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._builders})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self._builders:
+            self.add_command(self._builders[cmd_name][0](), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                rows.append((name, self.commands[name].get_short_help_str(formatter.width)))
+            else:
+                rows.append((name, self._builders[name][1]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fourview")
 def cli() -> None:
     """fourview: text, a photo or four photos to a textured 3D mesh."""
@@ -228,299 +269,44 @@ def data_svm_train(good, bad, clip_weights, clip_model, kernel, c, out_path) -> 
     click.echo(f"wrote {out_path}")
 
 
-def _export_options(f):
-    """The export settings shared by `reconstruct` and `export` (defaults follow the model size)."""
-    options = [
-        click.option("--faces", "face_budget", type=int, help="Face budget (default: 20k demo, 50k full)."),
-        click.option("--texture-size", type=int, help="Baked texture side, a power of two (256 demo, 1024 full)."),
-        click.option("--grid", "grid_resolution", type=int, help="Extraction grid resolution (128 demo, 256 full)."),
-        click.option("--method", type=click.Choice(["marching_cubes", "dmtet"]), help="Surface extraction."),
-        click.option("--vertex-colors", is_flag=True, help="Skip UVs and baking: colour per vertex."),
-        click.option("--roughness", type=float, help="glTF roughness factor (default 0.8)."),
-        click.option("--metallic", type=float, help="glTF metallic factor (default 0)."),
-        click.option("--format", "formats", type=click.Choice(["obj", "ply"]), multiple=True,
-                     help="Also write model.obj (+ .mtl, .png) or model.ply."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-_project_views_option = click.option(
-    "--project-views/--no-project-views",
-    default=True,
-    show_default=True,
-    help="Bake the views' own colours into the texture where they see the surface (else the field's colour only).",
-)
-
-
-def _export_overrides(face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic) -> dict:
-    """The `ExportConfig` fields the user set on the command line."""
-    if grid_resolution is not None and grid_resolution < 2:
-        raise InputError(f"--grid must be >= 2, got {grid_resolution}")
-    changes = {
-        "face_budget": face_budget,
-        "texture_size": texture_size,
-        "resolution": grid_resolution,
-        "method": method,
-        "roughness": roughness,
-        "metallic": metallic,
-        "vertex_colors": True if vertex_colors else None,
-    }
-    return {k: v for k, v in changes.items() if v is not None}
-
-
-@cli.command("reconstruct")
-@click.argument("views", nargs=-1, required=True)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--elevation", type=float, default=20.0, show_default=True, help="Elevation of the input rig, degrees.")
-@click.option(
-    "--recon",
-    default=None,
-    help="Reconstructor: 'demo' (default), a folder or a hub id; with --optimize, refine its prediction.",
-)
-@click.option(
-    "--turntable",
-    "turntable_frames",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Frames of turntable.gif (0: none).",
-)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--optimize", is_flag=True, help="Fit a field to the views per object (no trained weights needed).")
-@click.option(
-    "--cameras",
-    "cameras_json",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="With --optimize: cameras.json (dataset renderer format) describing VIEWS, any number of them.",
-)
-@click.option("--steps", type=int, help="With --optimize: optimisation steps (default 600; refinement 150).")
-@click.option("--res", "loss_res", type=int, help="With --optimize: side of the images the losses see (default 128).")
-@click.option(
-    "--round-bottom",
-    is_flag=True,
-    help="With --optimize: keep the visual hull below the lowest point the views see (an underside they do not "
-    "see is round, as a ball's). By default, with every view from above, the fit starts cut there: a flat bottom.",
-)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_project_views_option
-@_export_options
-def reconstruct(views, out_dir, elevation, recon, turntable_frames, device, optimize, cameras_json, steps, loss_res,
-                round_bottom, quiet, project_views, face_budget, texture_size, grid_resolution, method, vertex_colors,
-                roughness, metallic, formats) -> None:  # fmt: skip
-    """Four views (az 0, 90, 180, 270) or one 2x2 grid image -> DIR/model.glb, views.png, meta.json.
-
-    With --optimize, a triplane SDF + colour field is fitted to the views (or, with --recon, the
-    reconstructor's prediction is refined on them); --cameras takes any number of posed views.
-    """
-    from fourview.pipeline import ReconstructSettings, optimize_views, reconstruct_views
-    from fourview.views import load_views
-
-    if not -90.0 <= elevation <= 90.0:
-        raise InputError(f"--elevation must be in [-90, 90] degrees, got {elevation}")
-    if turntable_frames < 0:
-        raise InputError(f"--turntable must be >= 0, got {turntable_frames}")
-    if not optimize and (cameras_json is not None or steps is not None or loss_res is not None or round_bottom):
-        raise InputError("--cameras, --steps, --res and --round-bottom need --optimize")
-    overrides = _export_overrides(
-        face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
-    )
-    settings = ReconstructSettings(
-        elevation, overrides, tuple(formats), turntable_frames, device=device, project_views=project_views
-    )
-    meta = {"inputs": [str(v) for v in views]}
-    if not optimize:
-        rgba = load_views(list(views))
-        result = reconstruct_views(rgba, out_dir, recon or "demo", settings, extra_meta=meta)
-        click.echo(f"wrote {', '.join(p.name for p in result.files)} to {out_dir}")
-        return
-    from dataclasses import replace
-
-    from fourview.recon.optimize import OptimizeConfig, RefineConfig, camera_view_set, rig_view_set
-
-    if steps is not None and steps < (0 if recon else 1):
-        raise InputError(f"--steps must be >= 1, got {steps}")
-    if round_bottom and recon is not None:
-        raise InputError("--round-bottom is a setting of the fit from the visual hull, not of --recon refinement")
-    if cameras_json is not None:
-        if recon is not None:
-            raise InputError("--recon refines the prediction for the 4 rig views; it does not take --cameras")
-        view_set = camera_view_set(list(views), cameras_json)
-    else:
-        view_set = rig_view_set(load_views(list(views)), elevation)
-    changes = {k: v for k, v in (("steps", steps), ("resolution", loss_res)) if v is not None}
-    try:
-        opt_cfg, refine_cfg = (
-            (None, replace(RefineConfig(), **changes))
-            if recon
-            else (replace(OptimizeConfig(), **changes, flat_bottom=not round_bottom), None)
-        )
-    except InputError as e:
-        raise InputError(f"bad --steps/--res: {e}") from None
-    result = optimize_views(view_set, out_dir, settings, recon, opt_cfg, refine_cfg, progress=not quiet,
-                            extra_meta=meta)  # fmt: skip
-    click.echo(f"wrote {', '.join(p.name for p in result.files)} to {out_dir}")
-
-
-@cli.command("generate")
-@click.argument("prompt")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler (same seed, same asset).")
-@click.option(
-    "--steps",
-    type=int,
-    help="Sampler steps [default: 30; with --student, its student.json's (1 for the demo student)].",
-)
-@click.option("--guidance", type=float, help="Classifier-free guidance weight [default: 5; 1 with --student].")
-@click.option("--negative", "negative_prompt", help="Negative prompt.")
-@click.option(
-    "--image",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Photo for the front view (RGBA, or RGB on a plain backdrop).",
-)
-@click.option("--mvgen", default="demo", show_default=True, help="Generator: 'demo', a diffusers folder or a hub id.")
-@click.option("--lora", help="LoRA weights for the generator (diffusers format).")
-@click.option("--student", help="Few-step student: 'demo' or a folder from 'fourview train mvgen-lcm'.")
-@click.option("--recon", default="demo", show_default=True, help="Reconstructor: 'demo', a folder or a hub id.")
-@click.option("--size", type=int, help="Grid side in pixels, a multiple of 16 (default: the generator's own).")
-@click.option("--blob-sigma", type=float, default=0.17, show_default=True, help="Start blob width (fraction of view).")
-@click.option("--blob-strength", type=float, default=1.0, show_default=True, help="Start strength; 1 = pure noise.")
-@click.option("--elevation", type=float, default=20.0, show_default=True, help="Elevation of the rig, degrees.")
-@click.option(
-    "--candidates", type=int, default=1, show_default=True,
-    help="Best of K: draw K grids, keep the one the prompt explains best.",
-)  # fmt: skip
-@click.option(
-    "--turntable", "turntable_frames", type=int, default=24, show_default=True, help="turntable.gif frames (0: none)."
-)
-@click.option("--device", default="cpu", show_default=True)
-@_project_views_option
-@_export_options
-def generate(prompt, out_dir, seed, steps, guidance, negative_prompt, image, mvgen, lora, student, recon, size,
-             blob_sigma, blob_strength, elevation, candidates, turntable_frames, device, project_views, face_budget,
-             texture_size, grid_resolution, method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
-    """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
-    import diffusers
-    import transformers
-
-    from fourview.pipeline import GenerateSettings, generate_asset
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    overrides = _export_overrides(
-        face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
-    )
-    settings = GenerateSettings(
-        seed=seed, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, size=size,
-        blob_sigma=blob_sigma, blob_strength=blob_strength, elevation_deg=elevation, export_overrides=overrides,
-        formats=tuple(formats), turntable_frames=turntable_frames, device=device, lora=lora, student=student,
-        project_views=project_views, candidates=candidates,
-    )  # fmt: skip
-    result = generate_asset(prompt, out_dir, mvgen, recon, image, settings)
-    t = result.timings
-    click.echo(
-        f"wrote {', '.join(p.name for p in result.files)} to {out_dir} in {t['total_s']:.1f} s "
-        f"(views {t['mvgen_s']:.1f} s), peak memory {result.peak_memory_mb:.0f} MB"
-    )
-
-
-@cli.command("export")
-@click.argument("reconstruction", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Output file: .glb, .obj or .ply; a sidecar OUT.meta.json is written beside it.",
-)
-@click.option(
-    "--preset",
-    type=click.Choice(["demo", "full"]),
-    default="demo",
-    show_default=True,
-    help="Base export settings; the options below override them.",
-)
-@click.option(
-    "--turntable",
-    type=click.Choice(["none", "gif", "mp4", "both"]),
-    default="none",
-    show_default=True,
-    help="Also write a turntable and a contact sheet of the rig views beside the output.",
-)
-@_project_views_option
-@_export_options
-def export(reconstruction, out_path, preset, turntable, project_views, face_budget, texture_size, grid_resolution,
-           method, vertex_colors, roughness, metallic, formats) -> None:  # fmt: skip
-    """Re-export a saved reconstruction (a 'fourview reconstruct' folder) without running the models."""
-    import json
-    import time
-    from dataclasses import asdict, replace
-
-    import torch
-
-    from fourview.export.extract import export_field
-    from fourview.pipeline import export_preset, reexport_config
-    from fourview.recon.saved_field import load_field, load_field_config, load_field_metadata, load_saved_views
-
-    overrides = _export_overrides(
-        face_budget, texture_size, grid_resolution, method, vertex_colors, roughness, metallic
-    )
-    base = replace(export_preset(preset), **overrides)
-    cfg = reexport_config(load_field_config(reconstruction), load_field_metadata(reconstruction), base, overrides)
-    field_ = load_field(reconstruction)
-    views = load_saved_views(reconstruction) if project_views else None  # what reconstruct projected
-    paths = [out_path, *(out_path.with_suffix(f".{fmt}") for fmt in formats)]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        result = export_field(field_, paths, cfg, views=views)
-    timings = {f"export_{k}": v for k, v in result.timings.items()}
-    if turntable != "none":
-        from fourview.data.assets import load_asset
-        from fourview.export.preview import write_previews
-
-        t0 = time.perf_counter()
-        mesh_file = next(p for p in result.paths if p.suffix in (".glb", ".obj", ".ply"))
-        formats_ = ("gif", "mp4") if turntable == "both" else (turntable,)
-        write_previews(load_asset(mesh_file, normalize=False), out_path.parent, formats=formats_)
-        timings["previews_s"] = time.perf_counter() - t0
-    meta = {
-        "source": str(reconstruction),
-        "files": [str(p) for p in result.paths],
-        "export": asdict(cfg),
-        "project_views": views is not None,
-        "mesh": {"vertices": result.num_verts, "faces": result.num_faces, "texture_size": result.texture_size},
-        "timings_s": timings,
-    }
-    sidecar = out_path.with_name(out_path.name + ".meta.json")
-    sidecar.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    click.echo(
-        f"wrote {', '.join(str(p) for p in result.paths)}: {result.num_faces} faces, texture {result.texture_size}"
-    )
-
-
 def _field_docs(cls) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string literal under each field), for --help."""
+    """Attribute docstrings of a dataclass and its bases (the string literal under each field), for --help."""
     import ast
     import inspect
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not hasattr(klass, "__dataclass_fields__"):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())
     return docs
 
 
-def _dataclass_options(cls, required: tuple[str, ...] = ()):
-    """Click options for every field of a frozen config dataclass: ``--field-name VALUE``.
+def _dataclass_options(
+    cls,
+    param: str | None = None,
+    only: tuple[str, ...] | None = None,
+    flags: dict[str, str] | None = None,
+    required: tuple[str, ...] = (),
+):
+    """Click options for the fields of a frozen config dataclass: ``--field-name VALUE``.
 
-    Literal fields become choices, bools (and ``bool | None``) become ``--x/--no-x`` flags, tuples take several values
-    (repeat the option); defaults and help come from the dataclass itself. The decorated command
-    receives one argument, the config ``cls(...)`` built from the parsed options.
+    The one way this command line declares settings. Literal fields become choices, bools (and
+    ``bool | None``) ``--x/--no-x`` flags, tuples take several values (repeat the option); defaults
+    and help come from the dataclass itself (its attribute docstrings). The command receives the
+    config ``cls(...)`` built from the parsed options: as its one argument when ``param`` is None,
+    else as the keyword argument ``param`` (so several configs can share one command).
+
+    Args:
+        cls: the dataclass.
+        param: the command's keyword for the config, or None.
+        only: the fields to expose (the others keep their defaults); all when None.
+        flags: option names other than the field's (``{"face_budget": "faces"}`` gives ``--faces``).
+        required: fields that must be given.
     """
     import dataclasses
     import functools
@@ -529,15 +315,24 @@ def _dataclass_options(cls, required: tuple[str, ...] = ()):
 
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
+    fields = [f for f in dataclasses.fields(cls) if only is None or f.name in only]
+    prefix = f"{param}__" if param else ""
 
     def decorate(command):
         @functools.wraps(command)
-        def f(**options):
+        def f(*args, **options):
+            mine = {k[len(prefix) :]: options.pop(k) for k in list(options) if k.startswith(prefix) and (
+                k[len(prefix) :] in {fld.name for fld in fields})}  # fmt: skip
             # several values (multiple=True) arrive as a list or tuple; the frozen config wants tuples
-            return command(cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}))
+            config = cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in mine.items()})
+            if param is None:
+                return command(config, *args, **options)
+            return command(*args, **options, **{param: config})
 
-        for fld in reversed(dataclasses.fields(cls)):
-            hint, name = hints[fld.name], fld.name.replace("_", "-")
+        for fld in reversed(fields):
+            hint = hints[fld.name]
+            name = (flags or {}).get(fld.name, fld.name.replace("_", "-"))
+            dest = prefix + fld.name
             default = None if fld.default is dataclasses.MISSING else fld.default
             kwargs: dict = {"help": docs.get(fld.name, ""), "required": fld.name in required}
             base = hint
@@ -546,48 +341,209 @@ def _dataclass_options(cls, required: tuple[str, ...] = ()):
             if typing.get_origin(base) is typing.Literal:
                 kwargs["type"] = click.Choice([str(a) for a in typing.get_args(base)])
             elif base is bool:  # bool | None: neither flag given keeps None ("leave as it is")
-                f = click.option(f"--{name}/--no-{name}", fld.name, default=default, show_default=True,
+                f = click.option(f"--{name}/--no-{name}", dest, default=default, show_default=True,
                                  help=kwargs["help"])(f)  # fmt: skip
                 continue
             elif typing.get_origin(base) is tuple:
-                kwargs.update(multiple=True, type=str)
+                (inner,) = {a for a in typing.get_args(base) if a is not Ellipsis}
+                literal = typing.get_origin(inner) is typing.Literal
+                kwargs.update(multiple=True, type=click.Choice([str(a) for a in typing.get_args(inner)]) if literal
+                              else str)  # fmt: skip
             else:
                 kwargs["type"] = base if base in (int, float, str) else str
             if not kwargs["required"]:
-                kwargs.update(default=default, show_default=default is not None)
-            f = click.option(f"--{name}", fld.name, **kwargs)(f)
+                kwargs.update(default=default, show_default=default is not None and default != ())
+            f = click.option(f"--{name}", dest, **kwargs)(f)
         return f
 
     return decorate
 
 
-class _LazyGroup(click.Group):
-    """A command group whose subcommands are built when first looked up.
+def _echo_asset(paths, out_dir, asset) -> None:
+    t = asset.timings
+    total = t.get("total_s", t.get("views_to_3d_s", 0.0))
+    click.echo(
+        f"wrote {', '.join(p.name for p in paths)} to {out_dir} in {total:.1f} s "
+        f"({asset.num_faces} faces), peak memory {asset.peak_memory_mb:.0f} MB"
+    )
 
-    The train commands take their options from config dataclasses whose modules import torch
-    (seconds); building them on demand keeps ``fourview --help`` and the other commands free of it.
-    """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._builders: dict = {}
+def _reconstruct_command() -> click.Command:
+    from fourview.asset import SaveSettings
+    from fourview.pipeline import ExportSettings, FitSettings
 
-    def lazy_command(self, name: str):
-        """Register the decorated function as the builder of subcommand ``name`` (returns a click.Command)."""
+    @click.command("reconstruct", context_settings={"max_content_width": 119})
+    @click.argument("views", nargs=-1, required=True)
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+    @click.option(
+        "--elevation", type=float, default=20.0, show_default=True, help="Elevation of the input rig, degrees."
+    )
+    @click.option(
+        "--recon", default=None,
+        help="Reconstructor: 'demo' (default), a folder or a hub id; with --optimize, refine its prediction.",
+    )  # fmt: skip
+    @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:N or mps.")
+    @click.option("--optimize", is_flag=True, help="Fit a field to the views per object (no trained weights needed).")
+    @click.option(
+        "--cameras", "cameras_json", type=click.Path(dir_okay=False, path_type=Path),
+        help="With --optimize: cameras.json (dataset renderer format) describing VIEWS, any number of them.",
+    )  # fmt: skip
+    @click.option("--quiet", is_flag=True, help="No progress bar.")
+    @_dataclass_options(FitSettings, "fit", flags={"resolution": "res"})
+    @_dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"})
+    @_dataclass_options(SaveSettings, "save", flags={"formats": "format", "turntable_frames": "turntable"})
+    def reconstruct(
+        views, out_dir, elevation, recon, device, optimize, cameras_json, quiet, fit, export, save
+    ) -> None:
+        """Four views (az 0, 90, 180, 270) or one 2x2 grid image -> DIR/model.glb, views.png, meta.json.
 
-        def register(build):
-            self._builders[name] = build
-            return build
+        With --optimize, a triplane SDF + colour field is fitted to the views (or, with --recon, the
+        reconstructor's prediction is refined on them); --cameras takes any number of posed views.
+        """
+        from dataclasses import asdict
 
-        return register
+        from fourview.atomic import check_output_folder
+        from fourview.pipeline import FourViewPipeline, check_device
+        from fourview.views import PosedViews
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._builders})
+        if not optimize and (cameras_json is not None or fit != FitSettings()):
+            raise InputError("--cameras, --steps, --res and --round-bottom need --optimize")
+        if optimize and recon is not None and cameras_json is not None:
+            raise InputError("--recon refines the prediction for the 4 rig views; it does not take --cameras")
+        method = "feedforward" if not optimize else ("refine" if recon is not None else "optimize")
+        fit_config = fit.refine_config() if method == "refine" else fit.optimize_config()
+        check_output_folder(out_dir, save.overwrite)
+        check_device(device)
+        if cameras_json is not None:
+            posed = PosedViews.from_cameras_json(list(views), cameras_json)
+        else:
+            posed = PosedViews.read(list(views), elevation)
+        posed.check_objects()
+        pipe = FourViewPipeline.from_pretrained(
+            mvgen=None, recon=None if method == "optimize" else (recon or "demo"), device=device
+        )
+        asset = pipe.views_to_3d(posed, method, export, fit_config, progress=not quiet,
+                                 meta={"inputs": [str(v) for v in views]})  # fmt: skip
+        _echo_asset(asset.save(out_dir, **asdict(save)), out_dir, asset)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands and cmd_name in self._builders:
-            self.add_command(self._builders[cmd_name](), cmd_name)
-        return super().get_command(ctx, cmd_name)
+    return reconstruct
+
+
+def _generate_command() -> click.Command:
+    from fourview.asset import SaveSettings
+    from fourview.pipeline import ExportSettings, ModelSettings, SamplingSettings
+
+    @click.command("generate", context_settings={"max_content_width": 119})
+    @click.argument("prompt")
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+    @click.option(
+        "--image", type=click.Path(dir_okay=False, path_type=Path),
+        help="Photo for the front view (RGBA, or RGB on a plain backdrop).",
+    )  # fmt: skip
+    @_dataclass_options(ModelSettings, "models")
+    @_dataclass_options(SamplingSettings, "sampling", flags={"guidance_scale": "guidance", "negative_prompt": "negative",
+                                                          "elevation_deg": "elevation"})  # fmt: skip
+    @_dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"})
+    @_dataclass_options(SaveSettings, "save", flags={"formats": "format", "turntable_frames": "turntable"})
+    def generate(prompt, out_dir, image, models, sampling, export, save) -> None:
+        """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
+        from dataclasses import asdict
+
+        from fourview.atomic import check_output_folder
+        from fourview.pipeline import FourViewPipeline, read_photo
+
+        if not prompt.strip():
+            raise InputError("prompt is empty; describe the object, e.g. 'a red mug'")
+        if models.mvgen is None or models.recon is None:
+            raise InputError("generate needs a generator (--mvgen) and a reconstructor (--recon)")
+        check_output_folder(out_dir, save.overwrite)
+        photo = None if image is None else read_photo(image)
+        _quiet_library_progress_bars()
+        pipe = FourViewPipeline.from_pretrained(**asdict(models))
+        if photo is None:
+            asset = pipe.text_to_3d(prompt, sampling, export)
+        else:
+            asset = pipe.image_to_3d(photo, prompt, sampling, export)
+            asset.meta["image"] = str(image)
+        _echo_asset(asset.save(out_dir, **asdict(save)), out_dir, asset)
+
+    return generate
+
+
+def _export_command() -> click.Command:
+    from fourview.asset import SaveSettings
+    from fourview.pipeline import ExportSettings
+
+    @click.command("export", context_settings={"max_content_width": 119})
+    @click.argument("reconstruction", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.option(
+        "-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+        help="Output file: .glb, .obj or .ply; a sidecar OUT.meta.json is written beside it.",
+    )  # fmt: skip
+    @click.option(
+        "--preset", type=click.Choice(["demo", "full"]), default="demo", show_default=True,
+        help="Base export settings; the options below override them.",
+    )  # fmt: skip
+    @click.option(
+        "--turntable", type=click.Choice(["none", "gif", "mp4", "both"]), default="none", show_default=True,
+        help="Also write a turntable and a contact sheet of the rig views beside the output.",
+    )  # fmt: skip
+    @_dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"})
+    @_dataclass_options(SaveSettings, "save", only=("formats",), flags={"formats": "format"})
+    def export(reconstruction, out_path, preset, turntable, export, save) -> None:
+        """Re-export a saved reconstruction (a 'fourview reconstruct' folder) without running the models."""
+        import json
+        import time
+        from dataclasses import asdict, replace
+
+        import torch
+
+        from fourview.atomic import write_text_atomic
+        from fourview.export.exporter import export_field
+        from fourview.export.preview import write_previews
+        from fourview.export.presets import export_preset, reexport_config
+        from fourview.meshio import write_mesh_files
+        from fourview.recon.saved_field import load_field, load_field_config, load_field_metadata, load_saved_views
+
+        overrides = export.overrides()
+        base = replace(export_preset(preset), **overrides)
+        cfg = reexport_config(load_field_config(reconstruction), load_field_metadata(reconstruction), base, overrides)
+        field_ = load_field(reconstruction)
+        views = load_saved_views(reconstruction) if export.project_views else None  # what reconstruct projected
+        paths = [out_path, *(out_path.with_suffix(f".{fmt}") for fmt in save.formats)]
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            result = export_field(field_, cfg, views=views)
+        t0 = time.perf_counter()
+        written = write_mesh_files(result.mesh, paths)
+        timings = {f"export_{k}": v for k, v in result.timings.items()}
+        timings["export_write"] = time.perf_counter() - t0
+        if turntable != "none":
+            t0 = time.perf_counter()
+            formats_ = ("gif", "mp4") if turntable == "both" else (turntable,)
+            write_previews(result.mesh, out_path.parent, formats=formats_)
+            timings["previews_s"] = time.perf_counter() - t0
+        meta = {
+            "source": str(reconstruction),
+            "files": [str(p) for p in written],
+            "export": asdict(cfg),
+            "project_views": views is not None,
+            "mesh": {"vertices": result.num_verts, "faces": result.num_faces, "texture_size": result.texture_size},
+            "timings_s": timings,
+        }
+        write_text_atomic(out_path.with_name(out_path.name + ".meta.json"), json.dumps(meta, indent=1) + "\n")
+        click.echo(f"wrote {', '.join(map(str, written))}: {result.num_faces} faces, texture {result.texture_size}")
+
+    return export
+
+
+def _quiet_library_progress_bars() -> None:
+    """diffusers' and transformers' own bars would interleave with ours."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 @cli.group(cls=_LazyGroup)
@@ -595,7 +551,7 @@ def train() -> None:
     """Training of the two stages (HF Accelerate: run under `accelerate launch` for several GPUs/nodes)."""
 
 
-@train.lazy_command("recon")
+@train.lazy_command("recon", "Train the triplane reconstructor (stage A volume, stage B DMTet).")
 def _train_recon_command() -> click.Command:
     from fourview.recon.train import TrainConfig
 
@@ -612,7 +568,7 @@ def _train_recon_command() -> click.Command:
     return train_recon
 
 
-@train.lazy_command("mvgen")
+@train.lazy_command("mvgen", "Train the multi-view generator (SDXL 2x2 grids).")
 def _train_mvgen_command() -> click.Command:
     from fourview.mvgen.train import MVGenTrainConfig
 
@@ -631,7 +587,7 @@ def _train_mvgen_command() -> click.Command:
     return train_mvgen
 
 
-@train.lazy_command("mvgen-lcm")
+@train.lazy_command("mvgen-lcm", "Distil the generator into a few-step (LCM-LoRA) student.")
 def _train_mvgen_lcm_command() -> click.Command:
     from fourview.mvgen.distill import LCMDistillConfig
 
@@ -649,6 +605,15 @@ def _train_mvgen_lcm_command() -> click.Command:
         )
 
     return train_mvgen_lcm
+
+
+cli.lazy_command("generate", "Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json.")(
+    _generate_command
+)
+cli.lazy_command("reconstruct", "Four views or one 2x2 grid image -> DIR/model.glb, views.png, meta.json.")(
+    _reconstruct_command
+)
+cli.lazy_command("export", "Re-export a saved reconstruction without running the models.")(_export_command)
 
 
 def _object_list(items: tuple[str, ...]) -> list[Path]:

@@ -1,566 +1,500 @@
-"""The end-to-end jobs behind the commands: four views -> reconstruction -> exported files.
+"""`FourViewPipeline`: text, a photo or posed views to an `Asset`, with the models loaded once.
 
-`reconstruct_views` runs stage 2 and the export stage on four rig views (`optimize_views`
-fits or refines a field on posed views per object instead, `fourview.recon.optimize`) and writes,
-into one output folder, atomically (everything appears at the end, or nothing does):
+The one path of the data (docs/architecture.md)::
 
-    model.glb            textured mesh in the object frame (+Y up), PBR material
-    views.png            the input views as a 2x2 grid on white (other view counts: rows of four)
-    reconstruction/      the triplanes and decoder (`fourview export` re-exports from it)
-    turntable.gif        optional orbit preview
-    meta.json            settings, model id, counts, time per stage, peak memory
+    prompt / photo ──mvgen──► PosedViews ──recon (feed-forward, fit or refine)──► field
+        ──export (extract, UV, bake, project the views)──► Asset ──Asset.save──► files
+
+Diffusers-style: `FourViewPipeline.from_pretrained` resolves and loads each model once; the
+constructor only holds what it is given. A second call reuses the loaded models. Every setting is
+checked before any model runs (the settings dataclasses check themselves when built).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import resource
-import shutil
-import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-import fourview
-from fourview.cameras import DEFAULT_ELEVATION_DEG, orthogonal_rig
+from fourview.asset import Asset, peak_memory_mb
+from fourview.cameras import DEFAULT_ELEVATION_DEG
 from fourview.errors import InputError
-from fourview.export.extract import ExportConfig, ExportResult, export_field
-from fourview.export.projection import ViewImages
-from fourview.images import WHITE_ALPHA_HIGH, composite_on_white, write_png
-from fourview.recon.config import ReconConfig
-from fourview.recon.saved_field import VIEWS_NAME
-from fourview.views import check_views, grid_image, views_to_model_input
+from fourview.export.exporter import ExportConfig, export_field
+from fourview.export.presets import optimize_export_config, recon_export_config, sized_export_config
+from fourview.images import read_rgba
+from fourview.mvgen.blobs import BLOB_SIGMA, check_strength
+from fourview.pretrained import resolve_weights
+from fourview.recon.model import Reconstructor
+from fourview.recon.optimize import OptimizeConfig, optimize_field
+from fourview.recon.refine import RefineConfig, refine_reconstruction
+from fourview.views import PosedViews
 
-DEMO_RECON = Path(fourview.__file__).resolve().parent / "weights" / "recon-demo"
-"""The shipped demo reconstructor (trained by `fourview train recon`, see docs/training.md)."""
+Method = Literal["feedforward", "optimize", "refine"]
+METHODS: tuple[str, ...] = ("feedforward", "optimize", "refine")
 
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Names of the parameter dtypes `FourViewPipeline.from_pretrained` takes."""
 
-def export_preset(size: str) -> ExportConfig:
-    """Export settings that fit a model size: ``demo`` (small, fast on a CPU) or ``full``."""
-    if size == "demo":
-        return ExportConfig(resolution=128, face_budget=20_000, texture_size=256)
-    if size == "full":
-        return ExportConfig()
-    raise InputError(f"unknown export preset {size!r}; expected 'demo' or 'full'")
-
-
-def optimize_export_config() -> ExportConfig:
-    """Export settings for a per-object optimised field (`fourview reconstruct --optimize`).
-
-    Finer than the ``demo`` preset: the optimised field holds detail at the views' resolution
-    (128 px by default), which a 128^3 grid and a 256 px texture would blur.
-    """
-    return ExportConfig(resolution=160, face_budget=40_000, texture_size=512)
-
-
-def trained_surface_export(recon: ReconConfig, export: ExportConfig, overrides: Mapping[str, object]) -> ExportConfig:
-    """``export`` set to extract the surface a stage-B (DMTet) reconstructor was trained to render.
-
-    Such a model's surface is its deformed tet-grid mesh (`fourview.recon.model.DMTetRenderer`):
-    marching tetrahedra with the decoder's deformation, on its ``tet_grid_resolution`` grid (or the
-    user's ``resolution``). Marching cubes of its SDF would ignore the trained deformation. A
-    ``method`` in ``overrides`` (the user's choice) and stage-A models keep ``export`` as it is.
-    """
-    if recon.renderer != "dmtet" or "method" in overrides:
-        return export
-    return replace(export, method="dmtet", resolution=int(overrides.get("resolution", recon.tet_grid_resolution)))
-
-
-def reexport_config(
-    recon: ReconConfig, metadata: Mapping[str, object], export: ExportConfig, overrides: Mapping[str, object]
-) -> ExportConfig:
-    """`fourview export`'s settings for a saved field: extracted as the command that saved it did.
-
-    A fitted or refined field (``metadata["method"]`` "optimize" or "refine", `optimize_views`) was
-    fitted to volume renders and keeps ``export`` (marching cubes); a reconstructor's prediction
-    gets `trained_surface_export`.
-    """
-    if metadata.get("method") in ("optimize", "refine"):
-        return export
-    return trained_surface_export(recon, export, overrides)
-
-
-def sized_export_config(recon: ReconConfig, overrides: Mapping[str, object], device: str) -> ExportConfig:
-    """The export preset of a reconstructor's size (``demo`` up to 64-pixel views), then ``overrides``."""
-    preset = export_preset("demo" if recon.unet.resolution <= 64 else "full")
-    return replace(preset, **{**overrides, "device": device})
-
-
-def recon_export_config(recon: ReconConfig, overrides: Mapping[str, object], device: str) -> ExportConfig:
-    """Export settings for a reconstructor's prediction: `sized_export_config`, its trained surface."""
-    return trained_surface_export(recon, sized_export_config(recon, overrides, device), overrides)
-
-
-def resolve_recon(name_or_path: str) -> str:
-    """``demo`` names the shipped weights; anything else is a folder or a hub id."""
-    if name_or_path == "demo":
-        if not (DEMO_RECON / "model.safetensors").is_file():
-            raise InputError(f"the shipped demo reconstructor is missing from the installation ({DEMO_RECON})")
-        return str(DEMO_RECON)
-    return name_or_path
+MAX_SEED = 2**63 - 1
+MAX_STEPS = 1000
+MAX_CANDIDATES = 16
+MAX_GRID_SIZE = 4096
 
 
 @dataclass(frozen=True)
-class ReconstructSettings:
-    """Settings of `reconstruct_views`.
+class SamplingSettings:
+    """How stage 1 draws the four views (`fourview.mvgen.pipeline.MultiViewPipeline`)."""
 
-    Attributes:
-        elevation_deg: elevation of the input rig, degrees.
-        export_overrides: `ExportConfig` fields to change from the preset that fits the model's size
-            (`export_preset`: ``demo`` for views of 64 px or less, else ``full``).
-        formats: files to write besides the GLB (``obj``, ``ply``).
-        turntable_frames: frames of ``turntable.gif`` (0: no turntable).
-        preview_resolution: side of the turntable frames, pixels.
-        device: torch device for the model.
-        project_views: bake the input views' colours into the texture where they see the
-            surface (`fourview.export.projection`); False bakes the field's colour alone.
-    """
-
+    seed: int = 0
+    """Seed of the sampler's noise (the same seed gives the same asset)."""
+    steps: int | None = None
+    """Sampler steps [default: the generator's 30, or its student's own]."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance weight [default: 5, or the student's 1]."""
+    negative_prompt: str | None = None
+    """What to steer away from."""
+    size: int | None = None
+    """Grid side in pixels, a multiple of 16 [default: the generator's own]."""
+    blob_sigma: float = BLOB_SIGMA
+    """Width of the Gaussian start blobs, fraction of the view."""
+    blob_strength: float = 1.0
+    """Start strength in (0, 1]; 1 = pure noise (blob start off)."""
+    candidates: int = 1
+    """Best of K: draw K grids, keep the one the prompt explains best."""
     elevation_deg: float = DEFAULT_ELEVATION_DEG
-    export_overrides: dict = field(default_factory=dict)
-    formats: tuple[str, ...] = ()
-    turntable_frames: int = 0
-    preview_resolution: int = 256
-    device: str = "cpu"
+    """Elevation of the rig the generator draws, degrees (the demo's: 20)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"seed must be in [0, 2**63 - 1], got {self.seed}")
+        if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
+            raise InputError(f"steps must be in [1, {MAX_STEPS}], got {self.steps}")
+        if self.guidance_scale is not None and not 0.0 <= self.guidance_scale <= 100.0:
+            raise InputError(f"guidance must be in [0, 100], got {self.guidance_scale}")
+        if self.size is not None and (not 16 <= self.size <= MAX_GRID_SIZE or self.size % 16):
+            raise InputError(f"grid size must be a multiple of 16 pixels in [16, {MAX_GRID_SIZE}], got {self.size}")
+        if not 0.0 < self.blob_sigma <= 1.0:
+            raise InputError(f"blob sigma must be in (0, 1], got {self.blob_sigma}")
+        check_strength(self.blob_strength, self.steps or 1)
+        if not 1 <= self.candidates <= MAX_CANDIDATES:
+            raise InputError(f"candidates must be in [1, {MAX_CANDIDATES}], got {self.candidates}")
+        if not -90.0 <= self.elevation_deg <= 90.0:
+            raise InputError(f"elevation must be in [-90, 90] degrees, got {self.elevation_deg}")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How the field becomes the mesh: changes to the export preset that fits the method and model."""
+
+    face_budget: int | None = None
+    """Face budget [default: the preset's: 20k demo, 50k full]."""
+    texture_size: int | None = None
+    """Baked texture side, a power of two [default: 256 demo, 1024 full]."""
+    grid_resolution: int | None = None
+    """Extraction grid resolution [default: 128 demo, 256 full]."""
+    method: Literal["marching_cubes", "dmtet"] | None = None
+    """Surface extraction [default: what the model was trained to render]."""
+    vertex_colors: bool = False
+    """Skip UVs and baking: colour per vertex."""
+    roughness: float | None = None
+    """glTF roughness factor [default: 0.8]."""
+    metallic: float | None = None
+    """glTF metallic factor [default: 0]."""
     project_views: bool = True
+    """Bake the views' own colours into the texture where they see the surface (else the field's colour only)."""
+
+    def __post_init__(self) -> None:
+        if self.face_budget is not None and not 4 <= self.face_budget <= 10_000_000:
+            raise InputError(f"face budget must be in [4, 10000000], got {self.face_budget}")
+        if self.grid_resolution is not None and not 8 <= self.grid_resolution <= 1024:
+            raise InputError(f"extraction grid must be in [8, 1024], got {self.grid_resolution}")
+        ExportConfig(**self.overrides())  # texture size, roughness and metallic checked as the exporter does
+
+    def overrides(self) -> dict:
+        """The `ExportConfig` fields set here."""
+        changes = {
+            "face_budget": self.face_budget,
+            "texture_size": self.texture_size,
+            "resolution": self.grid_resolution,
+            "method": self.method,
+            "roughness": self.roughness,
+            "metallic": self.metallic,
+            "vertex_colors": True if self.vertex_colors else None,
+        }
+        return {k: v for k, v in changes.items() if v is not None}
 
 
-@dataclass
-class ReconstructResult:
-    """What `reconstruct_views` wrote and measured."""
+@dataclass(frozen=True)
+class FitSettings:
+    """The per-object paths' common settings (`views_to_3d` with ``optimize`` or ``refine``)."""
 
-    out_dir: Path
-    files: list[Path]
-    export: ExportResult
+    steps: int | None = None
+    """Optimisation steps [default: 600 for the fit, 150 for refinement]."""
+    resolution: int | None = None
+    """Side of the images the losses see, pixels [default: 128 for the fit, the views' own for refinement]."""
+    round_bottom: bool = False
+    """The fit keeps the visual hull below the lowest point the views see (an unseen underside that is round, as a
+    ball's); by default, with every view from above, it starts cut there: a flat bottom."""
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and not 1 <= self.steps <= 100_000:
+            raise InputError(f"--steps must be in [1, 100000], got {self.steps}")
+        if self.resolution is not None and not 8 <= self.resolution <= 2048:
+            raise InputError(f"--res must be in [8, 2048] pixels, got {self.resolution}")
+
+    def optimize_config(self) -> OptimizeConfig:
+        changes = {"steps": self.steps, "resolution": self.resolution}
+        cfg = OptimizeConfig(**{k: v for k, v in changes.items() if v is not None})
+        return replace(cfg, flat_bottom=False) if self.round_bottom else cfg
+
+    def refine_config(self) -> RefineConfig:
+        if self.round_bottom:
+            raise InputError("--round-bottom is a setting of the fit from the visual hull, not of --recon refinement")
+        changes = {"steps": self.steps, "resolution": self.resolution}
+        return RefineConfig(**{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models a pipeline loads, and where (`FourViewPipeline.from_pretrained`'s arguments)."""
+
+    mvgen: str | None = "demo"
+    """Generator: 'demo', a diffusers folder or a hub id."""
+    recon: str | None = "demo"
+    """Reconstructor: 'demo', a folder or a hub id."""
+    student: str | None = None
+    """Few-step student for the generator: 'demo' or a folder from 'fourview train mvgen-lcm'."""
+    lora: str | None = None
+    """LoRA weights for the generator (diffusers format)."""
+    device: str = "cpu"
+    """Torch device: cpu, cuda, cuda:N or mps."""
+    dtype: Literal["float32", "bf16", "fp16"] = "float32"
+    """The generator's parameter dtype (bf16/fp16 on GPUs)."""
+    cpu_offload: bool = False
+    """Keep the generator on the CPU and move each module to the GPU only while it runs (needs CUDA)."""
+
+
+@dataclass(frozen=True)
+class GeneratedViews:
+    """Stage 1's output: the four rig views and how they were drawn (for ``meta.json``)."""
+
+    views: PosedViews
+    meta: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, MB (Linux ``ru_maxrss`` is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def reconstruct_views(
-    views: np.ndarray,
-    out_dir: str | os.PathLike,
-    recon: str = "demo",
-    settings: ReconstructSettings = ReconstructSettings(),
-    extra_meta: dict | None = None,
-    timings: dict[str, float] | None = None,
-) -> ReconstructResult:
-    """Reconstruct an object from its four rig views and write the asset folder.
-
-    Args:
-        views: [4, H, W, 4] RGBA (or [4, H, W, 3] RGB on white) float in [0, 1], rig order.
-        out_dir: output folder (created; files of the same names in it are replaced).
-        recon: ``demo``, a folder written by ``save_pretrained``, or a hub id.
-        settings: see `ReconstructSettings`.
-        extra_meta: more entries for ``meta.json`` (the generate command adds its own).
-        timings: earlier stages' times (seconds) to report alongside this job's.
+def check_device(device: str) -> torch.device:
+    """The torch device named ``device``, checked before any model loads.
 
     Raises:
-        InputError: bad views, weights that cannot be loaded, a field without a surface.
+        InputError: an unknown device name, or CUDA/MPS asked for where there is none.
     """
-    from fourview.recon.model import Reconstructor
-
-    if views.ndim != 4 or views.shape[0] != 4 or views.shape[-1] not in (3, 4):
-        raise InputError(f"expected views [4, H, W, 3|4], got {tuple(views.shape)}")
-    check_views(views)
-    timings = dict(timings or {})
-    out = Path(out_dir)
-    t0 = time.perf_counter()
-    recon_path = resolve_recon(recon)
-    model = Reconstructor.from_pretrained(recon_path, device=settings.device).eval()
-    timings["load_recon_s"] = time.perf_counter() - t0
-    cfg = model.config
-    export_cfg = recon_export_config(cfg, settings.export_overrides, settings.device)
-
-    t0 = time.perf_counter()
-    x = views_to_model_input(views, cfg.unet.view_resolution).to(settings.device)
-    with torch.no_grad():
-        planes = model(x, settings.elevation_deg)
-    field_ = model.field(planes, 0)
-    timings["reconstruct_s"] = time.perf_counter() - t0
-
-    rgb = composite_on_white(views) if views.shape[-1] == 4 else views
-    posed = ViewImages.from_cameras(_with_alpha(views), orthogonal_rig(settings.elevation_deg))
-    job_meta = {"recon": recon, "recon_path": recon_path, "elevation_deg": settings.elevation_deg}
-    return _write_asset_folder(
-        out, field_, cfg, grid_image(rgb), posed, export_cfg, settings, {"recon": recon}, job_meta, extra_meta,
-        timings,
-    )  # fmt: skip
-
-
-def _write_asset_folder(
-    out: Path,
-    field_,
-    config,
-    views_image: np.ndarray,
-    posed_views: ViewImages,
-    export_cfg: ExportConfig,
-    settings: ReconstructSettings,
-    field_meta: dict,
-    job_meta: dict,
-    extra_meta: dict | None,
-    timings: dict[str, float],
-) -> ReconstructResult:
-    """Export ``field_`` and write the asset folder ``out`` atomically (see the module docstring).
-
-    Args:
-        views_image: [H, W, 3] the input views on white (``views.png``).
-        posed_views: the input views with their cameras, projected onto the texture when
-            ``settings.project_views``.
-        config: the `ReconConfig` saved with the field in ``reconstruction/``.
-        field_meta: metadata stored in the saved field.
-        job_meta: the job's own entries at the top of ``meta.json``.
-    """
-    from fourview.recon.saved_field import save_field
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        names = ["model.glb", *(f"model.{fmt}" for fmt in settings.formats)]
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            projected = posed_views if settings.project_views else None
-            exported = export_field(field_, [tmp / n for n in names], export_cfg, views=projected)
-        timings["export_s"] = time.perf_counter() - t0
-        write_png(tmp / "views.png", views_image)
-        save_field(tmp / "reconstruction", field_, config, field_meta)
-        if settings.project_views:  # so that `fourview export` bakes the same texture
-            posed_views.save(tmp / "reconstruction" / VIEWS_NAME)
-        if settings.turntable_frames > 0:
-            from fourview.data.assets import load_asset
-            from fourview.export.preview import orbit_cameras, render_frames, write_turntable
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or mps): {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device 'mps' asked for, but MPS is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unsupported device {device!r} (expected cpu, cuda, cuda:N or mps)")
+    return dev
 
-            t0 = time.perf_counter()
-            asset = load_asset(tmp / "model.glb", normalize=False)
-            cams = orbit_cameras(settings.turntable_frames, settings.elevation_deg)
-            write_turntable(tmp / "turntable.gif", render_frames(asset, cams, settings.preview_resolution))
-            timings["turntable_s"] = time.perf_counter() - t0
-        meta = {
-            "fourview_version": fourview.__version__,
-            **job_meta,
-            "export": asdict(export_cfg),
-            "mesh": {
-                "vertices": exported.num_verts,
-                "faces": exported.num_faces,
-                "texture_size": exported.texture_size,
-            },
-            "project_views": settings.project_views,
-            "files": sorted(p.name for p in tmp.iterdir()),
-            "timings_s": {**timings, **{f"export_{k}": v for k, v in exported.timings.items()}},
-            "peak_memory_mb": peak_memory_mb(),
-            **(extra_meta or {}),
+
+def read_photo(photo: str | os.PathLike | np.ndarray) -> np.ndarray:
+    """A photo as RGBA float32 [H, W, 4] in [0, 1] (a file is read and checked; an array is checked)."""
+    if isinstance(photo, (str, os.PathLike)):
+        return read_rgba(photo)
+    arr = np.asarray(photo, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or min(arr.shape[:2]) < 1:
+        raise InputError(f"a photo must be an [H, W, 3|4] image, got shape {tuple(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise InputError("the photo holds non-finite values")
+    return arr
+
+
+class FourViewPipeline:
+    """Text, a photo or posed views to a textured mesh (`Asset`).
+
+    Build one with `from_pretrained` (the shipped demo models with no arguments), or from loaded
+    models. The pipeline owns them: every call reuses them.
+
+    Args:
+        generator: the multi-view generator (`fourview.mvgen.pipeline.MultiViewPipeline`), or None
+            (then only `views_to_3d` works).
+        reconstructor: the triplane reconstructor, or None (then only ``method="optimize"``).
+        device: where the fields are queried and fitted.
+        names: what the models were loaded from (``mvgen``, ``student``, ``lora``, ``recon``), for ``meta.json``.
+    """
+
+    def __init__(
+        self,
+        generator=None,
+        reconstructor: Reconstructor | None = None,
+        device: str | torch.device = "cpu",
+        names: dict[str, str | None] | None = None,
+    ) -> None:
+        self.generator = generator
+        self.reconstructor = reconstructor
+        self.device = torch.device(device)
+        self.names = dict(names or {})
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        mvgen: str | None = "demo",
+        recon: str | None = "demo",
+        *,
+        student: str | None = None,
+        lora: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        cpu_offload: bool = False,
+    ) -> FourViewPipeline:
+        """Load the models: ``demo`` (shipped), a folder or a hub id each; None leaves one out.
+
+        Args:
+            mvgen: the generator's weights (SDXL architecture, diffusers folder or hub id).
+            recon: the reconstructor's weights.
+            student: a few-step student for the generator (``demo`` or a folder), or None.
+            lora: LoRA weights for the generator, or None.
+            device: torch device of the models (``cpu``, ``cuda``, ``cuda:1``...).
+            dtype: the generator's parameter dtype: ``float32``, ``bf16`` or ``fp16`` (GPUs).
+            cpu_offload: keep the generator's modules on the CPU and move each to the GPU only
+                while it runs (diffusers' model offload; needs CUDA and accelerate).
+
+        Raises:
+            InputError: weights that are missing or cannot be loaded, a bad device or dtype
+                (all names are checked before any model loads).
+        """
+        dev = check_device(device)
+        if dtype not in DTYPES:
+            raise InputError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+        if dtype == "fp16" and dev.type == "cpu":
+            raise InputError("fp16 needs a GPU; use --dtype float32 or bf16 on the CPU")
+        if cpu_offload and dev.type != "cuda":
+            raise InputError("CPU offload moves the models to a GPU while they run: it needs --device cuda")
+        mvgen_src = None if mvgen is None else resolve_weights(mvgen, "mvgen")
+        student_src = None if student is None else resolve_weights(student, "student")
+        recon_src = None if recon is None else resolve_weights(recon, "recon")
+        if mvgen is None and (student is not None or lora is not None):
+            raise InputError("a student or LoRA needs a generator (mvgen)")
+        generator = None
+        if mvgen_src is not None:
+            from fourview.mvgen.pipeline import MultiViewPipeline  # diffusers: seconds to import
+
+            generator = MultiViewPipeline.from_pretrained(
+                mvgen_src.location,
+                lora=lora,
+                student=None if student_src is None else student_src.location,
+                device="cpu" if cpu_offload else dev,
+                dtype=DTYPES[dtype],
+            )
+            if cpu_offload:
+                generator.sdxl.enable_model_cpu_offload(device=dev)
+        reconstructor = None if recon_src is None else Reconstructor.from_pretrained(recon_src.location, device=dev)
+        if reconstructor is not None:
+            reconstructor.eval()
+        names = {
+            "mvgen": mvgen,
+            "student": student,
+            "lora": lora,
+            "recon": recon,
+            "recon_path": None if recon_src is None else recon_src.location,
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8")
-        files = _move_into(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return ReconstructResult(out_dir=out, files=files, export=exported, timings=timings)
+        return cls(generator, reconstructor, dev, names)
 
+    # -- stage 1 -----------------------------------------------------------------------------------
 
-def optimize_views(
-    views,
-    out_dir: str | os.PathLike,
-    settings: ReconstructSettings = ReconstructSettings(),
-    recon: str | None = None,
-    optimize=None,
-    refine=None,
-    progress: bool = False,
-    extra_meta: dict | None = None,
-) -> ReconstructResult:
-    """Per-object optimisation (`fourview.recon.optimize`) on posed views, then the same asset folder.
+    def generate_views(
+        self,
+        prompt: str,
+        photo: str | os.PathLike | np.ndarray | None = None,
+        sampling: SamplingSettings = SamplingSettings(),
+    ) -> GeneratedViews:
+        """Draw the four rig views of ``prompt`` (and ``photo`` in the front cell, when given).
 
-    Without ``recon`` a triplane SDF + colour field is fitted from a start shape; with ``recon``
-    the reconstructor's prediction for the four rig views is refined on them.
-
-    Args:
-        views: a `fourview.recon.optimize.ViewSet` (the rig views, or images with a cameras.json).
-        out_dir: output folder, written as `reconstruct_views` writes it.
-        settings: export, formats, turntable (``elevation_deg`` is the rig's for refinement).
-        recon: None to fit from scratch; else ``demo``, a folder or a hub id to refine.
-        optimize: `fourview.recon.optimize.OptimizeConfig` (default when None).
-        refine: `fourview.recon.optimize.RefineConfig` (default when None).
-        progress: progress bar with the loss.
-        extra_meta: more entries for ``meta.json``.
-
-    Raises:
-        InputError: views that cannot be fitted, weights that cannot be loaded, a field without a surface.
-    """
-    from dataclasses import asdict as _asdict
-
-    from fourview.recon.optimize import OptimizeConfig, RefineConfig, optimize_field, refine_reconstruction
-
-    timings: dict[str, float] = {}
-    out = Path(out_dir)
-    if recon is None:
-        cfg = optimize or OptimizeConfig()
-        result = optimize_field(views, cfg, progress=progress)
-        export_cfg = replace(optimize_export_config(), **{**settings.export_overrides, "device": settings.device})
-        job_meta = {"method": "optimize", "recon": None, "optimize": _asdict(cfg)}
-    else:
-        from fourview.recon.model import Reconstructor
-
-        cfg = refine or RefineConfig()
+        Raises:
+            InputError: no generator, an empty or overlong prompt, an unreadable photo, a bad setting.
+        """
+        if self.generator is None:
+            raise InputError("this pipeline has no generator (mvgen); load one to make views from text or a photo")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("prompt is empty; describe the object, e.g. 'a red mug'")
+        image = None if photo is None else read_photo(photo)
+        s = sampling
+        default_steps, default_guidance = self.generator.sampling_defaults()
+        steps = default_steps if s.steps is None else s.steps
+        guidance = default_guidance if s.guidance_scale is None else s.guidance_scale
         t0 = time.perf_counter()
-        recon_path = resolve_recon(recon)
-        model = Reconstructor.from_pretrained(recon_path, device=settings.device).eval()
-        timings["load_recon_s"] = time.perf_counter() - t0
-        result = refine_reconstruction(model, views, settings.elevation_deg, cfg, progress=progress)
-        # Refinement fits volume renders, so its surface is the level set, not the DMTet grid's
-        # trained deformation: marching cubes, also for stage-B models (+1.0 dB against the
-        # deformed 48-cell mesh on 8 held-out objects, docs/benchmarks.md).
-        export_cfg = sized_export_config(model.config, settings.export_overrides, settings.device)
-        job_meta = {"method": "refine", "recon": recon, "recon_path": recon_path, "refine": _asdict(cfg)}
-    timings["optimize_s"] = result.time_s
-    job_meta.update(
-        elevation_deg=settings.elevation_deg,
-        views=list(views.names),
-        final_loss=result.final_loss,
-        loss_history=result.history,
-    )
-    return _write_asset_folder(
-        out, result.field, result.config, _views_sheet(composite_on_white(views.images)),
-        views.for_projection(), export_cfg, settings,
-        {"method": job_meta["method"], "recon": recon}, job_meta, extra_meta, timings,
-    )  # fmt: skip
-
-
-def _with_alpha(views: np.ndarray) -> np.ndarray:
-    """[V, H, W, 4] views with alpha; opaque or RGB views get alpha 0 on near-white pixels.
-
-    Only the texture projection uses this alpha (it skips pixels near a view's silhouette): views
-    on white without alpha would otherwise paint the background onto the mesh's edges.
-    """
-    if views.shape[-1] == 4 and float(views[..., 3].min()) < 1.0:
-        return views.astype(np.float32)
-    rgb = views[..., :3]
-    alpha = (1.0 - rgb.min(axis=-1)) > WHITE_ALPHA_HIGH  # [V, H, W] clearly not white
-    return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
-
-
-def _views_sheet(rgb: np.ndarray) -> np.ndarray:
-    """[N, H, W, 3] views -> one image: the 2x2 grid for four views, else rows of up to four."""
-    if len(rgb) == 4:
-        return grid_image(rgb)
-    cols = min(4, len(rgb))
-    rows = -(-len(rgb) // cols)
-    h, w = rgb.shape[1:3]
-    sheet = np.ones((rows * h, cols * w, 3), np.float32)
-    for i, img in enumerate(rgb):
-        r, c = divmod(i, cols)
-        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
-    return sheet
-
-
-def _move_into(src: Path, dst: Path) -> list[Path]:
-    """Move every entry of ``src`` into ``dst`` (replacing same-named ones); returns the new paths."""
-    dst.mkdir(parents=True, exist_ok=True)
-    moved = []
-    for entry in sorted(src.iterdir()):
-        target = dst / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-        moved.append(target)
-    return moved
-
-
-# -------------------------------------------------------------------------------------------------
-# generate: text (or a photo) -> four views (stage 1) -> reconstruction and export (stage 2)
-
-
-@dataclass(frozen=True)
-class GenerateSettings:
-    """Settings of `generate_asset` (stage 1 sampling, then `ReconstructSettings` for stage 2).
-
-    Attributes:
-        seed: seed of the sampler's noise (the same seed gives the same asset).
-        steps: sampler steps of the full schedule; None: the generator's recommendation
-            (`MultiViewPipeline.sampling_defaults`: 30, or the student's own, 1 for the demo student).
-        guidance_scale: classifier-free guidance weight; None: the recommendation (5, or the student's 1).
-        negative_prompt: what to steer away from, or None.
-        size: grid side in pixels (a multiple of 16); the generator's own when None.
-        blob_sigma: width of the Gaussian start blobs, fraction of the cell side.
-        blob_strength: start strength in (0, 1]; 1 = pure noise (blob start off).
-        elevation_deg: elevation of the generated rig, degrees (the generator draws the rig it was
-            trained on, 20 degrees for the demo; this tells the reconstructor).
-        export_overrides: `ExportConfig` fields to change (see `ReconstructSettings`).
-        formats: files to write besides the GLB (``obj``, ``ply``).
-        turntable_frames: frames of ``turntable.gif`` (0: none).
-        preview_resolution: side of the turntable frames, pixels.
-        device: torch device of both models.
-        lora: LoRA weights for the generator, or None.
-        student: few-step student for the generator (``demo`` or a folder), or None.
-        project_views: see `ReconstructSettings`.
-        candidates: best-of-K sampling: K grids drawn, the one the prompt explains best kept
-            (`fourview.mvgen.rerank`); 1: one draw.
-    """
-
-    seed: int = 0
-    steps: int | None = None
-    guidance_scale: float | None = None
-    negative_prompt: str | None = None
-    size: int | None = None
-    blob_sigma: float = 0.17
-    blob_strength: float = 1.0
-    elevation_deg: float = DEFAULT_ELEVATION_DEG
-    export_overrides: dict = field(default_factory=dict)
-    formats: tuple[str, ...] = ()
-    turntable_frames: int = 24
-    preview_resolution: int = 192
-    device: str = "cpu"
-    lora: str | None = None
-    student: str | None = None
-    project_views: bool = True
-    candidates: int = 1
-
-
-@dataclass
-class GenerateResult:
-    """What `generate_asset` wrote and measured.
-
-    Attributes:
-        out_dir: the asset folder.
-        files: paths written into it.
-        grid: [S, S, 3] float32, the generated 2x2 grid (RGB on white).
-        views: [4, S / 2, S / 2, 4] float32 RGBA views given to the reconstructor.
-        timings: seconds per stage (load_mvgen_s, mvgen_s, load_recon_s, reconstruct_s, export_s,
-            turntable_s) and total_s.
-        peak_memory_mb: peak resident memory of the process, MB.
-    """
-
-    out_dir: Path
-    files: list[Path]
-    grid: np.ndarray
-    views: np.ndarray
-    timings: dict[str, float]
-    peak_memory_mb: float
-
-
-def generate_asset(
-    prompt: str,
-    out_dir: str | os.PathLike,
-    mvgen: str | fourview.mvgen.pipeline.MultiViewPipeline = "demo",
-    recon: str = "demo",
-    image: str | os.PathLike | np.ndarray | None = None,
-    settings: GenerateSettings = GenerateSettings(),
-) -> GenerateResult:
-    """Text (or a photo and text) to a textured mesh: the job behind ``fourview generate``.
-
-    Stage 1 draws the 2x2 grid of the rig views (`fourview.mvgen.pipeline.MultiViewPipeline`),
-    its white background becomes alpha, and `reconstruct_views` runs stage 2 and the export. The
-    output folder gets ``model.glb``, ``views.png`` (the generated views on white),
-    ``turntable.gif`` (unless ``turntable_frames`` is 0), ``reconstruction/`` and ``meta.json``
-    (prompt, seed, steps, model ids, time per stage, peak memory). Everything is checked before
-    any model runs, and the folder is written atomically: on an error nothing is left behind.
-
-    Args:
-        prompt: the object to make.
-        out_dir: output folder.
-        mvgen: ``demo``, a diffusers folder, a hub id, or a loaded `MultiViewPipeline`.
-        recon: ``demo``, a reconstructor folder, or a hub id.
-        image: a photo (file or [H, W, 3|4] array in [0, 1]) for the front view, or None.
-        settings: see `GenerateSettings`.
-
-    Raises:
-        InputError: an empty or overlong prompt, weights that cannot be found or loaded, a bad
-            grid size or setting, an unreadable photo, an output path that is a file.
-    """
-    from fourview.images import read_rgba
-    from fourview.mvgen.blobs import check_strength
-    from fourview.mvgen.pipeline import MultiViewPipeline
-    from fourview.recon.loading import CONFIG_NAME, resolve_pretrained
-
-    t_start = time.perf_counter()
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("prompt is empty; describe the object, e.g. 'a red mug'")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output folder is a file: {out}")
-    s = settings
-    if s.size is not None and (s.size <= 0 or s.size % 16):
-        raise InputError(f"grid size must be a positive multiple of 16 pixels, got {s.size}")
-    if s.steps is not None:
-        if s.steps < 1:
-            raise InputError(f"steps must be >= 1, got {s.steps}")
-        check_strength(s.blob_strength, s.steps)
-    elif not 0.0 < s.blob_strength <= 1.0:
-        check_strength(s.blob_strength, 1)
-    if not -90.0 <= s.elevation_deg <= 90.0:
-        raise InputError(f"elevation must be in [-90, 90] degrees, got {s.elevation_deg}")
-    if s.turntable_frames < 0:
-        raise InputError(f"turntable frames must be >= 0, got {s.turntable_frames}")
-    if s.candidates < 1:
-        raise InputError(f"candidates must be >= 1, got {s.candidates}")
-    photo = read_rgba(image) if isinstance(image, (str, os.PathLike)) else image
-    recon_folder = resolve_pretrained(resolve_recon(recon))  # fail on a bad reconstructor before sampling
-    if not (recon_folder / CONFIG_NAME).is_file():
-        raise InputError(f"reconstructor folder has no {CONFIG_NAME}: {recon_folder}")
-
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    if isinstance(mvgen, MultiViewPipeline):
-        pipe = mvgen
-    else:
-        pipe = MultiViewPipeline.from_pretrained(
-            str(mvgen), lora=s.lora, student=s.student, device=s.device
+        out = self.generator(
+            prompt, negative_prompt=s.negative_prompt, num_inference_steps=steps, guidance_scale=guidance,
+            seed=s.seed, size=s.size, blob_sigma=s.blob_sigma, blob_strength=s.blob_strength, image=image,
+            candidates=s.candidates,
         )  # fmt: skip
-    timings["load_mvgen_s"] = time.perf_counter() - t0
-    default_steps, default_guidance = pipe.sampling_defaults()
-    steps = default_steps if s.steps is None else s.steps
-    guidance = default_guidance if s.guidance_scale is None else s.guidance_scale
-    t0 = time.perf_counter()
-    result = pipe(
-        prompt,
-        negative_prompt=s.negative_prompt,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        seed=s.seed,
-        size=s.size,
-        blob_sigma=s.blob_sigma,
-        blob_strength=s.blob_strength,
-        image=photo,
-        candidates=s.candidates,
-    )
-    timings["mvgen_s"] = time.perf_counter() - t0
-    views = result.views[0]  # [4, h, w, 4]
-    meta = {
-        "prompt": prompt,
-        "negative_prompt": s.negative_prompt,
-        "seed": s.seed,
-        "candidates": s.candidates,
-        "kept_seed": result.seeds[0],
-        "steps": steps,
-        "guidance_scale": guidance,
-        "grid_size": int(result.grids.shape[1]),
-        "blob_sigma": s.blob_sigma,
-        "blob_strength": s.blob_strength,
-        "mvgen": pipe.name,
-        "mvgen_lora": s.lora,
-        "mvgen_student": pipe.student,
-        "mvgen_attention": pipe.attention,
-        "image": str(image) if isinstance(image, (str, os.PathLike)) else ("array" if image is not None else None),
-        "peak_memory_after_mvgen_mb": peak_memory_mb(),
-    }
-    recon_settings = ReconstructSettings(
-        elevation_deg=s.elevation_deg,
-        export_overrides=dict(s.export_overrides),
-        formats=tuple(s.formats),
-        turntable_frames=s.turntable_frames,
-        preview_resolution=s.preview_resolution,
-        device=s.device,
-        project_views=s.project_views,
-    )
-    rec = reconstruct_views(views, out, recon, recon_settings, extra_meta=meta, timings=timings)
-    timings = {**timings, **rec.timings, "total_s": time.perf_counter() - t_start}
-    return GenerateResult(
-        out_dir=out, files=rec.files, grid=result.grids[0], views=views, timings=timings,
-        peak_memory_mb=peak_memory_mb(),
-    )  # fmt: skip
+        timings = {"mvgen_s": time.perf_counter() - t0}
+        meta = {
+            "prompt": prompt,
+            **{k: v for k, v in asdict(s).items() if k not in ("steps", "guidance_scale", "elevation_deg")},
+            "kept_seed": out.seeds[0],
+            "steps": steps,
+            "guidance_scale": guidance,
+            "grid_size": int(out.grids.shape[1]),
+            "mvgen": self.names.get("mvgen", self.generator.name),
+            "mvgen_lora": self.names.get("lora"),
+            "mvgen_student": self.generator.student,
+            "mvgen_attention": self.generator.attention,
+            "image": str(photo) if isinstance(photo, (str, os.PathLike)) else ("array" if photo is not None else None),
+            "peak_memory_after_mvgen_mb": peak_memory_mb(),
+        }
+        return GeneratedViews(PosedViews.from_rig(out.views[0], s.elevation_deg), meta, timings)
+
+    # -- the three jobs ----------------------------------------------------------------------------
+
+    def text_to_3d(
+        self,
+        prompt: str,
+        sampling: SamplingSettings = SamplingSettings(),
+        export: ExportSettings = ExportSettings(),
+        method: Method = "feedforward",
+    ) -> Asset:
+        """Text to a textured mesh: four views drawn by the generator, then `views_to_3d`."""
+        return self._generate(prompt, None, sampling, export, method)
+
+    def image_to_3d(
+        self,
+        photo: str | os.PathLike | np.ndarray,
+        prompt: str,
+        sampling: SamplingSettings = SamplingSettings(),
+        export: ExportSettings = ExportSettings(),
+        method: Method = "feedforward",
+    ) -> Asset:
+        """A photo (RGBA, or RGB on a plain backdrop) and its description to a textured mesh."""
+        return self._generate(prompt, photo, sampling, export, method)
+
+    def _generate(self, prompt, photo, sampling, export, method) -> Asset:
+        self._check_method(method)
+        start = time.perf_counter()
+        generated = self.generate_views(prompt, photo, sampling)
+        asset = self.views_to_3d(generated.views, method, export, meta=generated.meta)
+        asset.timings = {**generated.timings, **asset.timings, "total_s": time.perf_counter() - start}
+        return asset
+
+    def views_to_3d(
+        self,
+        views: PosedViews,
+        method: Method = "feedforward",
+        export: ExportSettings = ExportSettings(),
+        fit: FitSettings | OptimizeConfig | RefineConfig = FitSettings(),
+        progress: bool = False,
+        meta: dict | None = None,
+    ) -> Asset:
+        """Posed views to a textured mesh.
+
+        Args:
+            views: the four rig views (``feedforward``, ``refine``), or any posed views (``optimize``).
+            method: ``feedforward`` (the reconstructor's prediction), ``optimize`` (a field fitted to
+                the views, no trained weights) or ``refine`` (the prediction fitted to the views).
+            export: changes to the export preset.
+            fit: settings of ``optimize`` / ``refine``: the common `FitSettings`, or the full
+                `OptimizeConfig` / `RefineConfig` of the method.
+            progress: progress bars for the fit.
+            meta: more entries for the asset's record (stage 1's).
+
+        Raises:
+            InputError: views the method cannot use, no reconstructor for a method that needs one,
+                a field without a surface.
+        """
+        self._check_method(method)
+        start = time.perf_counter()
+        views.check_objects()
+        timings: dict[str, float] = {}
+        record: dict = {"method": method, "views": list(views.names)}
+        overrides = export.overrides()
+        if method == "optimize":
+            cfg = fit.optimize_config() if isinstance(fit, FitSettings) else fit
+            if not isinstance(cfg, OptimizeConfig):
+                raise InputError("method 'optimize' takes FitSettings or an OptimizeConfig")
+            result = optimize_field(views, cfg, progress=progress)
+            field_, field_config = result.field, result.config
+            export_cfg = replace(optimize_export_config(), **{**overrides, "device": str(self.device)})
+            timings["optimize_s"] = result.time_s
+            record.update(recon=None, optimize=asdict(cfg), final_loss=result.final_loss, loss_history=result.history)
+        else:
+            model = self._require_reconstructor(method)
+            elevation = views.rig_elevation_deg()
+            record.update(recon=self.names.get("recon"), recon_path=self.names.get("recon_path"))
+            record["elevation_deg"] = elevation
+            if method == "feedforward":
+                t0 = time.perf_counter()
+                field_ = model.reconstruct(views)
+                timings["reconstruct_s"] = time.perf_counter() - t0
+                export_cfg = recon_export_config(model.config, overrides, str(self.device))
+            else:
+                cfg = fit.refine_config() if isinstance(fit, FitSettings) else fit
+                if not isinstance(cfg, RefineConfig):
+                    raise InputError("method 'refine' takes FitSettings or a RefineConfig")
+                result = refine_reconstruction(model, views, cfg, progress=progress)
+                field_ = result.field
+                timings["optimize_s"] = result.time_s
+                # Refinement fits volume renders: its surface is the level set (marching cubes), not
+                # the DMTet grid's trained deformation.
+                export_cfg = sized_export_config(model.config, overrides, str(self.device))
+                record.update(refine=asdict(cfg), final_loss=result.final_loss, loss_history=result.history)
+            field_config = model.config
+        if method == "optimize":
+            record["elevation_deg"] = _elevation_or_none(views)
+        projected = views.with_white_key() if export.project_views else None
+        with torch.no_grad():
+            exported = export_field(field_, export_cfg, views=projected)
+        timings["export_s"] = exported.timings.get("total", 0.0)
+        timings.update({f"export_{k}": v for k, v in exported.timings.items()})
+        timings["views_to_3d_s"] = time.perf_counter() - start
+        return Asset(
+            mesh=exported.mesh,
+            views=projected if projected is not None else views,
+            field=field_,
+            field_config=field_config,
+            export_config=export_cfg,
+            project_views=export.project_views,
+            meta={**record, **(meta or {})},
+            timings=timings,
+            peak_memory_mb=peak_memory_mb(),
+        )
+
+    def _check_method(self, method: str) -> None:
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        if method != "optimize":
+            self._require_reconstructor(method)
+
+    def _require_reconstructor(self, method: str) -> Reconstructor:
+        if self.reconstructor is None:
+            raise InputError(f"method {method!r} needs a reconstructor; this pipeline has none (use 'optimize')")
+        return self.reconstructor
+
+
+def _elevation_or_none(views: PosedViews) -> float | None:
+    try:
+        return views.rig_elevation_deg()
+    except InputError:
+        return None
+
+
+__all__ = [
+    "Asset",
+    "ExportSettings",
+    "FitSettings",
+    "FourViewPipeline",
+    "GeneratedViews",
+    "ModelSettings",
+    "SamplingSettings",
+    "check_device",
+]

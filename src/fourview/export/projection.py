@@ -22,72 +22,17 @@ worse than its neighbours' colour; with ``unseen = "field"``, the field's own co
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fourview.cameras import Camera, perspective
 from fourview.errors import InputError
+from fourview.views import PosedViews
 
-
-@dataclass(frozen=True)
-class ViewImages:
-    """Posed images, the source of projected colours.
-
-    Attributes:
-        images: [V, H, W, 4] float32 sRGB colour and straight alpha in [0, 1], row 0 at the top.
-        c2w: [V, 4, 4] camera-to-world matrices (OpenGL camera axes), object frame.
-        fov_deg: [V] vertical fields of view, degrees.
-    """
-
-    images: np.ndarray
-    c2w: np.ndarray
-    fov_deg: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.shape[-1] != 4:
-            raise InputError(f"projected views must be [V, H, W, 4] RGBA, got {tuple(self.images.shape)}")
-        n = self.images.shape[0]
-        if np.shape(self.c2w) != (n, 4, 4) or np.shape(self.fov_deg) != (n,):
-            raise InputError(f"{n} projected views need [{n}, 4, 4] poses and [{n}] fields of view")
-
-    @classmethod
-    def from_cameras(cls, images: np.ndarray, cameras: list[Camera]) -> ViewImages:
-        """Views taken by `fourview.cameras.Camera` s (e.g. the rig)."""
-        return cls(
-            images=np.asarray(images, dtype=np.float32),
-            c2w=np.stack([c.c2w() for c in cameras]) if cameras else np.zeros((0, 4, 4)),
-            fov_deg=np.array([c.fov_deg for c in cameras], dtype=np.float64),
-        )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the views as a compressed ``.npz`` (RGBA as 8-bit, poses in float64)."""
-        path = Path(path)
-        rgba = np.round(np.clip(self.images, 0.0, 1.0) * 255.0).astype(np.uint8)
-        np.savez_compressed(path, rgba=rgba, c2w=np.asarray(self.c2w, np.float64), fov_deg=self.fov_deg)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ViewImages:
-        """Read views written by `save`.
-
-        Raises:
-            InputError: the file is missing or is not such a file.
-        """
-        try:
-            with np.load(path) as d:
-                return cls(d["rgba"].astype(np.float32) / 255.0, d["c2w"], d["fov_deg"])
-        except (OSError, KeyError, ValueError) as e:
-            raise InputError(f"cannot read projected views {path}: {' '.join(str(e).split())}") from None
-
-    def mvp(self, i: int) -> np.ndarray:
-        """[4, 4] object frame to clip space of view ``i`` (square images)."""
-        return perspective(float(self.fov_deg[i])) @ np.linalg.inv(self.c2w[i])
+ViewImages = PosedViews  # TODO(lead): callers in export/bake.py and extract.py switch to PosedViews
 
 
 @dataclass(frozen=True)
@@ -177,14 +122,14 @@ class SurfaceProjector:
         usable: [V, H, W] bool, pixels whose colour may be used (alpha over the threshold, eroded).
     """
 
-    views: ViewImages
+    views: PosedViews
     config: ProjectionConfig
     depth: np.ndarray
     usable: np.ndarray
 
     @classmethod
     def build(
-        cls, verts: np.ndarray, faces: np.ndarray, views: ViewImages, config: ProjectionConfig = ProjectionConfig()
+        cls, verts: np.ndarray, faces: np.ndarray, views: PosedViews, config: ProjectionConfig = ProjectionConfig()
     ) -> SurfaceProjector:
         """Render the mesh's depth from every view and mark the usable pixels.
 
@@ -259,7 +204,7 @@ def project_colours(
     faces: np.ndarray,
     points: np.ndarray,
     normals: np.ndarray,
-    views: ViewImages,
+    views: PosedViews,
     config: ProjectionConfig = ProjectionConfig(),
 ) -> ProjectedColours:
     """Colours of surface points seen by the views (one query; `SurfaceProjector` for several).

@@ -15,8 +15,12 @@ import torch
 
 from fourview.errors import InputError
 
+BLOB_SIGMA: float = 0.17
+"""Default width of each start blob, as a fraction of the cell side: the spread of the synthetic
+world's rig renders (the standard deviation of their alpha about the view's centre, x and y)."""
 
-def blob_image(size: int, sigma: float = 0.17, colour: float | tuple[float, float, float] = 0.5) -> np.ndarray:
+
+def blob_image(size: int, sigma: float = BLOB_SIGMA, colour: float | tuple[float, float, float] = 0.5) -> np.ndarray:
     """Four Gaussian blobs on white, one centred in each cell of a ``size`` x ``size`` grid.
 
     Pixel ``(row, col)`` has its centre at ``(row + 0.5, col + 0.5)``; the blob of the cell with
@@ -97,7 +101,7 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 def blob_latents(
-    vae, size: int, sigma: float = 0.17, colour: float | tuple[float, float, float] = 0.5
+    vae, size: int, sigma: float = BLOB_SIGMA, colour: float | tuple[float, float, float] = 0.5
 ) -> torch.Tensor:
     """`encode_images` of `blob_image`: [1, C, size / f, size / f]."""
     img = torch.from_numpy(blob_image(size, sigma, colour)).permute(2, 0, 1)[None]  # [1, 3, size, size]
