@@ -441,8 +441,11 @@ def _generate_command() -> click.Command:
         help="Photo for the front view (RGBA, or RGB on a plain backdrop).",
     )  # fmt: skip
     @_dataclass_options(ModelSettings, "models")
-    @_dataclass_options(SamplingSettings, "sampling", flags={"guidance_scale": "guidance", "negative_prompt": "negative",
-                                                          "elevation_deg": "elevation"})  # fmt: skip
+    @_dataclass_options(
+        SamplingSettings,
+        "sampling",
+        flags={"guidance_scale": "guidance", "negative_prompt": "negative", "elevation_deg": "elevation"},
+    )
     @_dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"})
     @_dataclass_options(SaveSettings, "save", flags={"formats": "format", "turntable_frames": "turntable"})
     def generate(prompt, out_dir, image, models, sampling, export, save) -> None:
@@ -500,8 +503,8 @@ def _export_command() -> click.Command:
 
         from fourview.atomic import write_text_atomic
         from fourview.export.exporter import export_field
-        from fourview.export.preview import write_previews
         from fourview.export.presets import export_preset, reexport_config
+        from fourview.export.preview import write_previews
         from fourview.meshio import write_mesh_files
         from fourview.recon.saved_field import load_field, load_field_config, load_field_metadata, load_saved_views
 
