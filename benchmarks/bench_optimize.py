@@ -42,9 +42,10 @@ from fourview.images import composite_on_white
 from fourview.mesh import MeshAsset
 from fourview.pipeline import optimize_export_config
 from fourview.recon.losses import psnr, ssim
-from fourview.recon.optimize import OptimizeConfig, ViewSet, optimize_field, rig_view_set
+from fourview.recon.optimize import OptimizeConfig, optimize_field
 from fourview.recon.visual_hull import HullField
 from fourview.render.mesh_renderer import Lighting, MeshRenderer
+from fourview.views import PosedViews
 
 NOVEL = [Camera(az, el) for el in (0.0, 20.0, 40.0) for az in (45.0, 135.0, 225.0, 315.0)]
 SCORE_RES = (128, 512)
@@ -126,7 +127,7 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
 
     from fourview.pipeline import recon_export_config, resolve_recon, sized_export_config
     from fourview.recon.model import Reconstructor
-    from fourview.recon.optimize import RefineConfig, refine_reconstruction
+    from fourview.recon.refine import RefineConfig, refine_reconstruction
     from fourview.views import load_views, views_to_model_input
 
     model = Reconstructor.from_pretrained(resolve_recon(recon)).eval()
@@ -153,7 +154,7 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
             with torch.no_grad():
                 before = model.field(model(views_to_model_input(rig, model.config.unet.view_resolution), 20.0), 0)
             t0 = time.perf_counter()
-            after = refine_reconstruction(model, rig_view_set(rig, 20.0), 20.0, refine_cfg)
+            after = refine_reconstruction(model, PosedViews.from_rig(rig, 20.0), refine_cfg)
             row = {"name": folder.name, "refine_s": time.perf_counter() - t0}
             for kind, fld, export_cfg in (("before", before, before_cfg), ("after", after.field, after_cfg)):
                 path = tmp / f"{folder.name}_{kind}.glb"
@@ -208,7 +209,7 @@ def main() -> None:
         tmp = Path(tmp_)
         for source in sources:
             data = prepare(source, args.input_res, Path(args.cache) if args.cache else None)
-            views: ViewSet = rig_view_set(data["views"], 20.0)
+            views = PosedViews.from_rig(data["views"], 20.0)
             row = {"name": source.name}
             if "hull" in args.methods:
                 t0 = time.perf_counter()
@@ -219,8 +220,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 result = optimize_field(views, cfg, progress=False)
                 t_opt = time.perf_counter() - t0
-                posed = views.for_projection()
-                row["ours"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours", posed)
+                row["ours"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours", views)
                 row["ours"].update(time_s=time.perf_counter() - t0, optimize_s=t_opt, load=os.getloadavg()[0])
                 # The same fit with the field's own colours (--no-project-views), for comparison.
                 row["ours_field"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours_field")

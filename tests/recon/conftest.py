@@ -1,4 +1,4 @@
-"""Shared fixtures of the reconstructor's tests: one torch thread, tiny rendered synthetic objects."""
+"""Shared fixtures of the reconstructor's tests: one torch thread, tiny rendered synthetic objects, a posed sphere."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from fourview.cameras import orthogonal_rig
+from fourview.views import PosedViews
+from tests.recon.posed_sphere import sphere_views
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +43,9 @@ def render_objects(root: Path, count: int = 2, resolution: int = 32, num_random:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
     return render_objects(tmp_path_factory.mktemp("objects"))
+
+
+@pytest.fixture(scope="module")
+def rig() -> PosedViews:
+    """The four rig views (elevation 20, 32 px) of the sphere of `tests.recon.posed_sphere`."""
+    return PosedViews.from_rig(sphere_views(orthogonal_rig(20.0)), 20.0)

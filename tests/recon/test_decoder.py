@@ -176,3 +176,17 @@ def test_unet_to_field_end_to_end_with_gradients():
     field = TriplaneField(dec, out.planes[:1].detach(), out.texture_planes[:1].detach())
     with torch.no_grad():
         torch.testing.assert_close(field.sdf(xyz[0]), dec_out.sdf[0].detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("texture_channels", [None, 4])
+def test_a_generator_draws_the_default_initialisation_and_leaves_the_global_one_alone(texture_channels):
+    cfg = DecoderConfig(hidden_channels=8, hidden_layers=2, geometry="sdf", deformation=True)
+    torch.manual_seed(7)
+    reference = TriplaneDecoder(cfg, 4, texture_channels)  # torch's own initialisation of nn.Linear
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    seeded = TriplaneDecoder(cfg, 4, texture_channels, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert reference.state_dict().keys() == seeded.state_dict().keys()
+    for k, v in reference.state_dict().items():
+        assert torch.equal(seeded.state_dict()[k], v), k

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
 from fourview.errors import InputError
-
-if TYPE_CHECKING:
-    from fourview.recon.unet import UNetConfig
+from fourview.recon.triplane import sample_triplane
+from fourview.recon.unet import UNetConfig
 
 __all__ = ["DecoderConfig", "DecoderOutput", "TriplaneDecoder", "TriplaneField", "decode_triplane", "volume_density"]
 
@@ -91,11 +90,23 @@ class DecoderOutput:
     deform: torch.Tensor | None = None
 
 
-def _mlp(in_ch: int, hidden: int, layers: int, out_ch: int) -> nn.Sequential:
+def _linear(in_ch: int, out_ch: int, generator: torch.Generator | None) -> nn.Linear:
+    """`nn.Linear` with its default initialisation, drawn from ``generator`` (None: torch's global one)."""
+    if generator is None:
+        return nn.Linear(in_ch, out_ch)
+    # Built on the meta device, so that torch's global generator is not drawn from.
+    layer = nn.Linear(in_ch, out_ch, device="meta").to_empty(device=generator.device)
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)  # as nn.Linear.reset_parameters
+    bound = 1.0 / math.sqrt(in_ch)
+    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
+
+
+def _mlp(in_ch: int, hidden: int, layers: int, out_ch: int, generator: torch.Generator | None) -> nn.Sequential:
     mods: list[nn.Module] = []
     for i in range(layers):
-        mods += [nn.Linear(in_ch if i == 0 else hidden, hidden), nn.SiLU()]
-    mods.append(nn.Linear(hidden, out_ch))
+        mods += [_linear(in_ch if i == 0 else hidden, hidden, generator), nn.SiLU()]
+    mods.append(_linear(hidden, out_ch, generator))
     return nn.Sequential(*mods)
 
 
@@ -106,9 +117,17 @@ class TriplaneDecoder(nn.Module):
         config: widths and output semantics.
         plane_channels: C of the (geometry) planes.
         texture_channels: Ct of the texture planes for split planes, else None (one trunk).
+        generator: draws the initial weights (torch's default initialisation of `nn.Linear`);
+            None: torch's global generator.
     """
 
-    def __init__(self, config: DecoderConfig, plane_channels: int, texture_channels: int | None = None) -> None:
+    def __init__(
+        self,
+        config: DecoderConfig,
+        plane_channels: int,
+        texture_channels: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.plane_channels, self.texture_channels = plane_channels, texture_channels
@@ -117,12 +136,12 @@ class TriplaneDecoder(nn.Module):
         deform = 3 if config.deformation else 0
         if texture_channels is None:
             # geometry raw + 3 colour logits (+ 3 deformation)
-            self.trunk = _mlp(width * plane_channels, hid, n, 4 + deform)
+            self.trunk = _mlp(width * plane_channels, hid, n, 4 + deform, generator)
             self.geometry_mlp = self.texture_mlp = None
         else:
             self.trunk = None
-            self.geometry_mlp = _mlp(width * plane_channels, hid, n, 1 + deform)  # raw (+ 3 deformation)
-            self.texture_mlp = _mlp(width * texture_channels, hid, n, 3)
+            self.geometry_mlp = _mlp(width * plane_channels, hid, n, 1 + deform, generator)  # raw (+ 3 deformation)
+            self.texture_mlp = _mlp(width * texture_channels, hid, n, 3, generator)
 
     @classmethod
     def for_unet(cls, config: DecoderConfig, unet: UNetConfig) -> TriplaneDecoder:
@@ -174,7 +193,7 @@ def volume_density(config: DecoderConfig, out: DecoderOutput) -> torch.Tensor:
     decoder's field has (`TriplaneField.sdf`): ``density = density_iso * exp(-sdf)``, clamped like
     the density activation. That is exact for stage B at its start (`fourview.recon.loading.
     load_init_weights` maps stage A's density this way) and is how a stage-B model is refined with
-    the volume renderer (`fourview.recon.optimize.refine_reconstruction`): DMTet's silhouettes give
+    the volume renderer (`fourview.recon.refine.refine_reconstruction`): DMTet's silhouettes give
     weak gradients (`fourview.recon.render_mesh`), the volume renderer's do not.
     """
     if out.density is not None:
@@ -200,8 +219,6 @@ def decode_triplane(
     Returns:
         `DecoderOutput` with [B, N] geometry and [B, N, 3] colour.
     """
-    from fourview.recon.triplane import sample_triplane
-
     features = sample_triplane(planes, xyz)  # [B, N, 3, C]
     texture_features = None if texture_planes is None else sample_triplane(texture_planes, xyz)  # [B, N, 3, Ct]
     return decoder(features, texture_features)

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
-__all__ = ["HullField", "ProjectedColors", "carve_visual_hull", "hull_sdf", "project"]
+__all__ = ["HullField", "ProjectedColors", "carve_visual_hull", "grid_lookup", "hull_sdf", "project", "sample_images"]
 
 
 def project(xyz: torch.Tensor, c2w: torch.Tensor, fov_deg: torch.Tensor, aspect: float = 1.0) -> torch.Tensor:
@@ -95,8 +96,6 @@ def hull_sdf(occupancy: np.ndarray, smooth_voxels: float = 0.0) -> np.ndarray:
     Returns:
         [R, R, R] float32; the zero level lies half way between inside and outside points.
     """
-    from scipy import ndimage
-
     h = 2.0 / (occupancy.shape[0] - 1)
     if not occupancy.any():
         return np.full(occupancy.shape, 1.0, np.float32)
