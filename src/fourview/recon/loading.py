@@ -2,16 +2,24 @@
 
 A pretrained reconstructor is a folder with ``config.json`` (`fourview.recon.config.ReconConfig`,
 strict) and ``model.safetensors`` (the state dict of `fourview.recon.model.Reconstructor`), as
-`Reconstructor.save_pretrained` writes it. Nothing is unpickled.
+`Reconstructor.save_pretrained` writes it. Nothing is unpickled. This module finds the folder
+(`resolve_pretrained`) and reads its files (`read_config`, `read_weights`, `check_weights_fit`);
+it needs no model class: `Reconstructor.from_pretrained` builds the model from them, and
+`load_init_weights` fills a model it is given (stage B from stage A).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
 
 from fourview.errors import InputError
 from fourview.recon.config import ReconConfig
@@ -20,9 +28,11 @@ __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "InitReport",
-    "from_pretrained",
+    "check_weights_fit",
     "init_config",
     "load_init_weights",
+    "read_config",
+    "read_weights",
     "resolve_pretrained",
 ]
 
@@ -54,8 +64,6 @@ def resolve_pretrained(name_or_path: str | Path, revision: str | None = None) ->
     if not _HUB_ID.match(text):
         raise InputError(f"pretrained reconstructor not found: {text} is neither a folder nor a hub id 'owner/name'")
     try:
-        from huggingface_hub import snapshot_download
-
         local = snapshot_download(repo_id=text, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
     except Exception as err:  # offline, unknown repo, no access: all the same to the user
         first = (str(err).splitlines() or [type(err).__name__])[0]
@@ -66,7 +74,12 @@ def resolve_pretrained(name_or_path: str | Path, revision: str | None = None) ->
     return Path(local)
 
 
-def _read_config(folder: Path) -> ReconConfig:
+def read_config(folder: Path) -> ReconConfig:
+    """The `ReconConfig` of a pretrained folder (strict: unknown or missing keys are errors).
+
+    Raises:
+        InputError: a missing or unreadable file, or a config `ReconConfig.from_json` rejects.
+    """
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise InputError(f"{path} not found: a pretrained reconstructor folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -80,10 +93,12 @@ def _read_config(folder: Path) -> ReconConfig:
         raise InputError(f"{path}: {err}") from None
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a pretrained folder (safetensors: nothing is unpickled).
 
+    Raises:
+        InputError: a missing or unreadable file.
+    """
     path = folder / WEIGHTS_NAME
     if not path.is_file():
         raise InputError(f"{path} not found: a pretrained reconstructor folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -94,34 +109,12 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise InputError(f"cannot read weights {path}: {first}") from None
 
 
-def from_pretrained(
-    name_or_path: str | Path,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
-    revision: str | None = None,
-):
-    """Load a `fourview.recon.model.Reconstructor` from a folder or a hub id, in eval mode.
-
-    Args:
-        name_or_path: folder with ``config.json`` and ``model.safetensors``, or a hub id ``owner/name``.
-        device: where the model goes.
-        dtype: cast the weights (default: as stored).
-        revision: hub revision for a hub id.
-
-    Returns:
-        The `Reconstructor`.
+def check_weights_fit(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Reject weights ``state`` of ``folder`` that do not fit a model's ``expected`` state dict.
 
     Raises:
-        InputError: a missing or unreadable folder, config or weights file; a config with unknown or
-            missing keys; weights that do not fit the config.
+        InputError: missing or unexpected tensors, or tensors of other shapes.
     """
-    from fourview.recon.model import Reconstructor
-
-    folder = resolve_pretrained(name_or_path, revision)
-    config = _read_config(folder)
-    state = _read_weights(folder)
-    model = Reconstructor(config)
-    expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -136,10 +129,6 @@ def from_pretrained(
             f"{folder / WEIGHTS_NAME} does not fit {CONFIG_NAME}: {len(bad)} tensors have other shapes, "
             f"e.g. {k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
         )
-    model.load_state_dict(state)
-    model.to(device=device, dtype=dtype)
-    model.eval()
-    return model
 
 
 @dataclass
@@ -167,15 +156,13 @@ def init_config(config: ReconConfig, name_or_path: str | Path) -> ReconConfig:
     ``log(density_iso) - log(density)`` of the source, and `fourview.recon.decoder.volume_density`
     reads it back with the same level. Anything else is returned unchanged.
     """
-    from dataclasses import replace
-
-    source = _read_config(resolve_pretrained(name_or_path)).decoder
+    source = read_config(resolve_pretrained(name_or_path)).decoder
     if config.decoder.geometry == "sdf" and source.geometry == "density":
         return replace(config, decoder=replace(config.decoder, density_iso=source.density_iso))
     return config
 
 
-def load_init_weights(model, name_or_path: str | Path) -> InitReport:
+def load_init_weights(model: nn.Module, name_or_path: str | Path) -> InitReport:
     """Initialise ``model`` from other pretrained weights (stage B from stage A), as far as they fit.
 
     Every tensor with the same name and shape is copied. From a one-trunk decoder (stage A,
@@ -190,17 +177,15 @@ def load_init_weights(model, name_or_path: str | Path) -> InitReport:
     Everything else (e.g. a geometry head at a lower resolution) keeps its fresh initialisation.
 
     Args:
-        model: the `Reconstructor` to initialise (in place).
-        name_or_path: folder or hub id of the source weights (`from_pretrained`'s layout).
+        model: the `fourview.recon.model.Reconstructor` to initialise (in place).
+        name_or_path: folder or hub id of the source weights (`Reconstructor.from_pretrained`'s layout).
 
     Returns:
         `InitReport`.
     """
-    import math
-
     folder = resolve_pretrained(name_or_path)
-    source_cfg = _read_config(folder)
-    state = _read_weights(folder)
+    source_cfg = read_config(folder)
+    state = read_weights(folder)
     target = model.state_dict()
     report = InitReport()
     new_state = {}

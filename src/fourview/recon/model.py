@@ -22,26 +22,39 @@ renderer chosen by ``ReconConfig.renderer`` through one explicit factory, `make_
 Renders are RGB composited on white (the background of the training images) plus the opacity.
 
 Weights: `Reconstructor.save_pretrained` writes ``config.json`` (`ReconConfig.to_json`) and
-``model.safetensors``; `fourview.recon.loading.from_pretrained` reads them back (or downloads them
-from a hub id).
+``model.safetensors``; `Reconstructor.from_pretrained` reads them back, or downloads them from a hub
+id, through `fourview.recon.loading`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from fourview.atomic import atomic_path, write_text_atomic
 from fourview.cameras import FOV_DEG, Camera
 from fourview.errors import InputError
 from fourview.recon.config import ReconConfig
 from fourview.recon.decoder import TriplaneDecoder, TriplaneField, decode_triplane, volume_density
+from fourview.recon.dmtet import dmtet_mesh, make_tet_grid
+from fourview.recon.loading import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_weights_fit,
+    read_config,
+    read_weights,
+    resolve_pretrained,
+)
+from fourview.recon.render_mesh import render_mesh
+from fourview.recon.render_volume import VolumeRendererConfig, render_volume
 from fourview.recon.unet import TriplaneUNet
+from fourview.views import PosedViews
 
 __all__ = [
     "DMTetRenderer",
@@ -157,28 +170,6 @@ def _cameras_to_c2w(cameras: CameraInput, fov_deg: torch.Tensor | float | None, 
     return c2w, fov  # [B, V, 4, 4], [B, V]
 
 
-def look_at_camera(c2w: np.ndarray, fov_deg: float, atol: float = 1e-4) -> Camera:
-    """The `fourview.cameras.Camera` with this camera-to-world matrix.
-
-    Raises:
-        InputError: the matrix is not a look-at-the-origin camera with world up +Y (as `Camera.c2w`).
-    """
-    c2w = np.asarray(c2w, dtype=np.float64)
-    pos = c2w[:3, 3]
-    radius = float(np.linalg.norm(pos))
-    if radius <= 0:
-        raise InputError("camera at the origin: the DMTet renderer needs look-at cameras at a distance")
-    el = math.degrees(math.asin(max(-1.0, min(1.0, pos[1] / radius))))
-    az = math.degrees(math.atan2(pos[0], pos[2]))
-    cam = Camera(az, el, radius, float(fov_deg))
-    if not np.allclose(cam.c2w(), c2w, atol=atol * max(1.0, radius)):
-        raise InputError(
-            "the DMTet renderer takes look-at-the-origin cameras (fourview.cameras.look_at); got a c2w matrix "
-            "that is not one"
-        )
-    return cam
-
-
 class VolumeRenderer:
     """Stage A: volume rendering of the triplanes' density and colour (see the module docstring).
 
@@ -188,8 +179,6 @@ class VolumeRenderer:
     """
 
     def __init__(self, config: ReconConfig, chunk: int = 4096) -> None:
-        from fourview.recon.render_volume import VolumeRendererConfig
-
         coarse = (config.samples_per_ray + 1) // 2
         self.volume_config = VolumeRendererConfig(samples=coarse, importance_samples=config.samples_per_ray - coarse)
         self.chunk = chunk
@@ -204,8 +193,6 @@ class VolumeRenderer:
         pixels: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from fourview.recon.render_volume import render_volume
-
         b, v = c2w.shape[:2]
         h, w = resolution
         flat_pixels = None if pixels is None else pixels.reshape(b * v, -1)
@@ -250,16 +237,12 @@ class DMTetRenderer:
 
     def grid(self, device: torch.device):
         """The tetrahedral grid on ``device`` (`fourview.recon.dmtet.TetGrid`)."""
-        from fourview.recon.dmtet import make_tet_grid
-
         if self._grid is None or self._grid.verts.device != device:
             self._grid = make_tet_grid(self.resolution, device)
         return self._grid
 
     def mesh(self, decoder: TriplaneDecoder, out: ReconOutput, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Surface of object ``index``: verts [M, 3] (differentiable), faces [F, 3] int64."""
-        from fourview.recon.dmtet import dmtet_mesh
-
         field = _field(decoder, out, index)
         grid = self.grid(out.planes.device)
         at_verts = field.query(grid.verts.to(out.planes.dtype))
@@ -277,14 +260,12 @@ class DMTetRenderer:
         pixels: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from fourview.recon.render_mesh import render_mesh
-
         b, v = c2w.shape[:2]
         h, w = resolution
         c2w_np, fov_np = c2w.detach().cpu().double().numpy(), fov_deg.detach().cpu().double().numpy()
         rgb, opacity = [], []
         for i in range(b):
-            cams = [look_at_camera(c2w_np[i, j], float(fov_np[i, j])) for j in range(v)]
+            cams = [Camera.from_c2w(c2w_np[i, j], float(fov_np[i, j])) for j in range(v)]
             verts, faces = self.mesh(decoder, out, i)
             field = _field(decoder, out, i)
             res = render_mesh(verts, faces, cams, (h, w), color_fn=field.color)  # rgba [V, H, W, 4]
@@ -320,8 +301,8 @@ def _field(decoder: TriplaneDecoder, out: ReconOutput, index: int) -> TriplaneFi
 class Reconstructor(nn.Module):
     """Four rig views -> triplanes -> field and renders (see the module docstring).
 
-    Builds random weights from ``config``; load trained ones with
-    `fourview.recon.loading.from_pretrained`. No I/O here.
+    Builds random weights from ``config``; load trained ones with `from_pretrained`. No I/O in the
+    constructor.
 
     Args:
         config: sizes of the U-Net and decoder, and the training renderer.
@@ -347,6 +328,22 @@ class Reconstructor(nn.Module):
         """
         out = self.unet(views, elevation_deg)
         return ReconOutput(planes=out.planes, texture_planes=out.texture_planes)
+
+    @torch.no_grad()
+    def predict(self, views: PosedViews) -> ReconOutput:
+        """The triplanes of one object from its four rig views (any one elevation).
+
+        Raises:
+            InputError: the views are not the four rig views, or one shows no object.
+        """
+        elevation = views.rig_elevation_deg()
+        views.check_objects()
+        device = next(self.parameters()).device
+        return self(views.model_input(self.config.unet.view_resolution).to(device), elevation)
+
+    def reconstruct(self, views: PosedViews) -> TriplaneField:
+        """The field (`fourview.recon.fields.SurfaceField`) of one object from its four rig views."""
+        return self.field(self.predict(views), 0)
 
     def field(self, out: ReconOutput, index: int = 0) -> TriplaneField:
         """Object ``index``'s field (`fourview.recon.fields.SurfaceField`) for export and queries."""
@@ -404,23 +401,46 @@ class Reconstructor(nn.Module):
         return ReconRender(rgb=rgb, opacity=opacity)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if missing).
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if missing), each atomically.
 
         Returns:
             The directory.
         """
-        from safetensors.torch import save_file
-
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt", "library": "fourview"})
-        (out / "config.json").write_text(self.config.to_json() + "\n", encoding="utf-8")
+        with atomic_path(out / WEIGHTS_NAME) as tmp:  # safetensors alone writes 0600 files
+            save_file(state, str(tmp), metadata={"format": "pt", "library": "fourview"})
+        write_text_atomic(out / CONFIG_NAME, self.config.to_json() + "\n")
         return out
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> Reconstructor:
-        """`fourview.recon.loading.from_pretrained` (a local folder or a hub id)."""
-        from fourview.recon.loading import from_pretrained
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+    ) -> Reconstructor:
+        """Load a reconstructor from a folder or a hub id, in eval mode.
 
-        return from_pretrained(name_or_path, device=device)
+        Args:
+            name_or_path: folder with ``config.json`` and ``model.safetensors``, or a hub id
+                ``owner/name`` (`fourview.recon.loading.resolve_pretrained`).
+            device: where the model goes.
+            dtype: cast the weights (default: as stored).
+            revision: hub revision for a hub id.
+
+        Raises:
+            InputError: a missing or unreadable folder, config or weights file; a config with unknown
+                or missing keys; weights that do not fit the config.
+        """
+        folder = resolve_pretrained(name_or_path, revision)
+        config = read_config(folder)
+        state = read_weights(folder)
+        model = cls(config)
+        check_weights_fit(model.state_dict(), state, folder)
+        model.load_state_dict(state)
+        model.to(device=device, dtype=dtype)
+        model.eval()
+        return model

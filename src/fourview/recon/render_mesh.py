@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from fourview.cameras import Camera
 from fourview.errors import InputError
+from fourview.render.raster import antialias, interpolate, rasterize
 
 
 @dataclass
@@ -97,8 +98,6 @@ def render_mesh(
         rgba = torch.cat([bg.expand(n_views, h, w, 3), torch.zeros(n_views, h, w, 1, device=dev, dtype=dtype)], -1)
         rgba = rgba + 0.0 * verts.sum()  # stays in verts' graph (zero gradient), so backward() still runs
         return MeshRenderOutput(rgba=rgba, depth=torch.zeros(n_views, h, w, device=dev, dtype=dtype))
-
-    from fourview.render.raster import antialias, interpolate, rasterize
 
     tri = faces.to(device=dev, dtype=torch.int32).contiguous()
     mvp = torch.from_numpy(np.stack([cam.mvp(w / h) for cam in cameras])).to(dev, dtype)  # [B, 4, 4]

@@ -6,7 +6,7 @@ re-export the object (other formats, face budgets, texture sizes) without runnin
     reconstruction/config.json          the ReconConfig of the model (decoder and plane sizes)
     reconstruction/field.safetensors    planes [3, C, R, R], texture_planes (split configs), decoder.*
     reconstruction/views.npz            the input views with their cameras, when they were projected
-                                        onto the texture (`fourview.export.projection.ViewImages`)
+                                        onto the texture (`fourview.views.PosedViews`)
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
+from fourview.atomic import atomic_path, write_text_atomic
 from fourview.errors import InputError
 from fourview.recon.config import ReconConfig
 from fourview.recon.decoder import TriplaneDecoder, TriplaneField
+from fourview.views import PosedViews
 
 FIELD_NAME = "field.safetensors"
 CONFIG_NAME = "config.json"
@@ -27,8 +31,6 @@ VIEWS_NAME = "views.npz"
 
 def save_field(directory: str | Path, field: TriplaneField, config: ReconConfig, metadata: dict | None = None) -> Path:
     """Write ``field`` (planes and decoder weights) and ``config`` into ``directory``."""
-    from safetensors.torch import save_file
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {"planes": field.planes[0].detach().contiguous().cpu()}
@@ -37,8 +39,9 @@ def save_field(directory: str | Path, field: TriplaneField, config: ReconConfig,
     for name, value in field.decoder.state_dict().items():
         tensors[f"decoder.{name}"] = value.detach().contiguous().cpu()
     meta = {"format": "pt", "library": "fourview", **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
-    save_file(tensors, str(out / FIELD_NAME), metadata=meta)
-    (out / CONFIG_NAME).write_text(config.to_json() + "\n", encoding="utf-8")
+    with atomic_path(out / FIELD_NAME) as tmp:  # safetensors alone writes 0600 files
+        save_file(tensors, str(tmp), metadata=meta)
+    write_text_atomic(out / CONFIG_NAME, config.to_json() + "\n")
     return out
 
 
@@ -63,8 +66,6 @@ def load_field_metadata(directory: str | Path) -> dict:
     Raises:
         InputError: the folder holds no saved field, or the file cannot be read.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = _reconstruction_folder(directory) / FIELD_NAME
     if not path.is_file():
         raise InputError(f"no saved reconstruction in {directory} (expected {FIELD_NAME})")
@@ -92,9 +93,6 @@ def load_field(directory: str | Path, device: str | torch.device = "cpu") -> Tri
     """
     folder = _reconstruction_folder(directory)
     config = load_field_config(folder)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         tensors = load_file(str(folder / FIELD_NAME), device=str(device))
     except (OSError, SafetensorError) as e:
@@ -111,19 +109,14 @@ def load_field(directory: str | Path, device: str | torch.device = "cpu") -> Tri
     return TriplaneField(decoder, tensors["planes"], tensors.get("texture_planes"))
 
 
-def load_saved_views(directory: str | Path):
+def load_saved_views(directory: str | Path) -> PosedViews | None:
     """The views saved beside a field (``views.npz``), or None when none were saved.
-
-    Returns:
-        a `fourview.export.projection.ViewImages`, or None.
 
     Raises:
         InputError: the file exists but cannot be read.
     """
-    from fourview.export.projection import ViewImages
-
     path = _reconstruction_folder(directory) / VIEWS_NAME
-    return ViewImages.load(path) if path.is_file() else None
+    return PosedViews.load(path) if path.is_file() else None
 
 
 def _reconstruction_folder(directory: str | Path) -> Path:
