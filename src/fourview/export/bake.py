@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.ndimage import distance_transform_edt
 
 from fourview.errors import InputError
 from fourview.export.projection import (
@@ -38,6 +39,7 @@ from fourview.export.projection import (
     vertex_normals,
 )
 from fourview.recon.fields import SurfaceField
+from fourview.render.raster import interpolate, rasterize
 from fourview.views import PosedViews
 
 MAX_TEXTURE_SIZE = 16384
@@ -108,8 +110,6 @@ def bake_texture(
     Raises:
         InputError: a bad texture size or padding, or arrays of the wrong shapes.
     """
-    from fourview.render.raster import interpolate, rasterize
-
     size = check_texture_size(texture_size)
     if dilation_px < 0 or extrapolate_px < 0:
         raise InputError(f"dilation and extrapolation must be >= 0 texels, got {dilation_px}, {extrapolate_px}")
@@ -268,8 +268,6 @@ def _dilate(color: np.ndarray, filled: np.ndarray, rings: int) -> np.ndarray:
         color[ring] = total[ring] / count[ring][:, None]
         filled |= ring
     if not filled.all():
-        from scipy.ndimage import distance_transform_edt
-
         nearest = distance_transform_edt(~filled, return_distances=False, return_indices=True)  # [2, H, W]
         color = color[nearest[0], nearest[1]]
     return color

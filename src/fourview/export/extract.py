@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from fourview.errors import InputError
+from fourview.recon.dmtet import marching_tets_from_field
 from fourview.recon.fields import SurfaceField
 
 ExtractMethod = Literal["marching_cubes", "dmtet"]
@@ -260,8 +261,6 @@ def _marching_cubes(
 def _marching_tets(
     field: SurfaceField, resolution: int, chunk: int, level: float, device: torch.device
 ) -> ExtractOutput:
-    from fourview.recon.dmtet import marching_tets_from_field
-
     with torch.no_grad():
         verts, faces = marching_tets_from_field(field, resolution, chunk=chunk, device=device, level=level)
     verts, faces = verts.cpu().numpy(), faces.cpu().numpy()
