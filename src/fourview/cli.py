@@ -292,6 +292,7 @@ def _dataclass_options(
     only: tuple[str, ...] | None = None,
     flags: dict[str, str] | None = None,
     required: tuple[str, ...] = (),
+    defaults: dict[str, object] | None = None,
 ):
     """Click options for the fields of a frozen config dataclass: ``--field-name VALUE``.
 
@@ -307,6 +308,7 @@ def _dataclass_options(
         only: the fields to expose (the others keep their defaults); all when None.
         flags: option names other than the field's (``{"face_budget": "faces"}`` gives ``--faces``).
         required: fields that must be given.
+        defaults: this command's defaults where they differ from the dataclass's.
     """
     import dataclasses
     import functools
@@ -334,6 +336,7 @@ def _dataclass_options(
             name = (flags or {}).get(fld.name, fld.name.replace("_", "-"))
             dest = prefix + fld.name
             default = None if fld.default is dataclasses.MISSING else fld.default
+            default = (defaults or {}).get(fld.name, default)
             kwargs: dict = {"help": docs.get(fld.name, ""), "required": fld.name in required}
             base = hint
             if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
@@ -447,7 +450,12 @@ def _generate_command() -> click.Command:
         flags={"guidance_scale": "guidance", "negative_prompt": "negative", "elevation_deg": "elevation"},
     )
     @_dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"})
-    @_dataclass_options(SaveSettings, "save", flags={"formats": "format", "turntable_frames": "turntable"})
+    @_dataclass_options(
+        SaveSettings,
+        "save",
+        flags={"formats": "format", "turntable_frames": "turntable"},
+        defaults={"turntable_frames": 24},
+    )
     def generate(prompt, out_dir, image, models, sampling, export, save) -> None:
         """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
         from dataclasses import asdict
