@@ -139,24 +139,6 @@ def test_reconstruct_rejects_wrong_view_counts_and_sizes(tiny_recon, rig_views, 
     assert code == 2 and "no saved reconstruction" in err
 
 
-def test_stage_b_models_export_their_trained_surface():
-    """A DMTet-trained reconstructor is extracted on its tet grid (with its deformation), unless told otherwise."""
-    from fourview.export.presets import recon_export_config, reexport_config
-
-    volume, dmtet = recon_preset("demo", "volume"), recon_preset("demo", "dmtet")
-    assert recon_export_config(volume, {}, "cpu").method == "marching_cubes"
-    cfg = recon_export_config(dmtet, {}, "cpu")
-    assert (cfg.method, cfg.resolution) == ("dmtet", dmtet.tet_grid_resolution)
-    cfg = recon_export_config(dmtet, {"resolution": 64, "face_budget": 100}, "cpu")
-    assert (cfg.method, cfg.resolution, cfg.face_budget) == ("dmtet", 64, 100)
-    cfg = recon_export_config(dmtet, {"method": "marching_cubes"}, "cpu")
-    assert (cfg.method, cfg.resolution) == ("marching_cubes", 128)  # the user's choice, at the preset's grid
-    # `fourview export` of a saved field: as the command that saved it extracted it.
-    preset = recon_export_config(volume, {}, "cpu")
-    assert reexport_config(dmtet, {"recon": "demo"}, preset, {}).method == "dmtet"  # a prediction
-    assert reexport_config(dmtet, {"method": "refine", "recon": "demo"}, preset, {}) == preset  # fitted to volume
-
-
 # ------------------------------------------------------------------ the pipeline object and the asset
 
 

@@ -458,6 +458,7 @@ def _generate_command() -> click.Command:
     )
     def generate(prompt, out_dir, image, models, sampling, export, save) -> None:
         """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
+        import time
         from dataclasses import asdict
 
         from fourview.atomic import check_output_folder
@@ -470,12 +471,15 @@ def _generate_command() -> click.Command:
         check_output_folder(out_dir, save.overwrite)
         photo = None if image is None else read_photo(image)
         _quiet_library_progress_bars()
+        t0 = time.perf_counter()
         pipe = FourViewPipeline.from_pretrained(**asdict(models))
+        load_s = time.perf_counter() - t0
         if photo is None:
             asset = pipe.text_to_3d(prompt, sampling, export)
         else:
             asset = pipe.image_to_3d(photo, prompt, sampling, export)
             asset.meta["image"] = str(image)
+        asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["total_s"] + load_s}
         _echo_asset(asset.save(out_dir, **asdict(save)), out_dir, asset)
 
     return generate

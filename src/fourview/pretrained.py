@@ -32,8 +32,8 @@ class _Kind:
 
 
 _KINDS: dict[str, _Kind] = {
-    "mvgen": _Kind("generator (mvgen)", "mvgen-demo", "model_index.json"),
-    "student": _Kind("few-step student", "mvgen-demo-lcm", "pytorch_lora_weights.safetensors"),
+    "mvgen": _Kind("mvgen", "mvgen-demo", "model_index.json"),
+    "student": _Kind("student", "mvgen-demo-lcm", "pytorch_lora_weights.safetensors"),
     "recon": _Kind("reconstructor", "recon-demo", "config.json"),
 }
 

@@ -7,11 +7,11 @@ from fourview.cameras import Camera, orthogonal_rig, pixel_rays
 from fourview.errors import InputError
 from fourview.export.projection import (
     ProjectionConfig,
-    ViewImages,
     project_colours,
     propagate_colours,
     vertex_normals,
 )
+from fourview.views import PosedViews
 
 RED = np.array([0.9, 0.1, 0.1], np.float32)
 BLUE = np.array([0.1, 0.2, 0.9], np.float32)
@@ -51,7 +51,7 @@ def sphere_mesh(radius=0.6, centre=(0.0, 0.0, 0.0), subdivisions=4):
 def test_projected_colours_match_the_views_where_seen_and_the_bottom_is_unseen():
     verts, faces = sphere_mesh()
     cams = orthogonal_rig(20.0)
-    views = ViewImages.from_cameras(render_spheres(cams, 128, [((0, 0, 0), 0.6, affine_colour)]), cams)
+    views = PosedViews.from_cameras(render_spheres(cams, 128, [((0, 0, 0), 0.6, affine_colour)]), cams)
     out = project_colours(verts, faces, verts, vertex_normals(verts, faces), views)
     seen = out.weight > 0
     assert seen.mean() > 0.6
@@ -68,7 +68,7 @@ def test_occluded_points_take_no_colour_and_the_background_never_bleeds_in():
     verts, faces = np.concatenate([v1, v2]), np.concatenate([f1, f2 + len(v1)])
     cam = [Camera(0.0, 0.0)]
     img = render_spheres(cam, 96, [(front[0], front[1], lambda p: RED), (back[0], back[1], lambda p: BLUE)])
-    out = project_colours(verts, faces, verts, vertex_normals(verts, faces), ViewImages.from_cameras(img, cam))
+    out = project_colours(verts, faces, verts, vertex_normals(verts, faces), PosedViews.from_cameras(img, cam))
     seen = out.weight > 0
     on_back = np.arange(len(verts)) >= len(v1)
     # The back sphere's front cap faces the camera but hides behind the front sphere.
@@ -93,7 +93,7 @@ def test_views_with_soft_edges_are_eroded_before_use():
     inner = binary_erosion(img[0, ..., 3] > 0)
     ring = (img[0, ..., 3] > 0) & ~inner
     img[0, ring, :3], img[0, ring, 3] = 1.0, 0.5
-    out = project_colours(verts, faces, verts, vertex_normals(verts, faces), ViewImages.from_cameras(img, cam),
+    out = project_colours(verts, faces, verts, vertex_normals(verts, faces), PosedViews.from_cameras(img, cam),
                           ProjectionConfig(min_cos=0.0))  # fmt: skip
     seen = out.weight > 0
     assert seen.sum() > 50
@@ -135,7 +135,7 @@ def test_bake_takes_the_views_colours_and_fills_the_unseen_bottom(unseen):
     v, f = sphere_mesh(0.6, subdivisions=3)
     un = unwrap_uv(v, f, UVConfig(resolution=128))
     cams = orthogonal_rig(20.0)
-    views = ViewImages.from_cameras(render_spheres(cams, 96, [((0, 0, 0), 0.6, lambda p: RED)]), cams)
+    views = PosedViews.from_cameras(render_spheres(cams, 96, [((0, 0, 0), 0.6, lambda p: RED)]), cams)
     tex = bake_texture(ConstantColourSphere(), un.verts, un.faces, un.uv, 128, views=views,
                        projection=ProjectionConfig(unseen=unseen)).texture  # fmt: skip
     uv_c = un.uv[un.faces].mean(1)  # [F, 2] triangle centroids: inside their charts
@@ -150,29 +150,11 @@ def test_bake_takes_the_views_colours_and_fills_the_unseen_bottom(unseen):
     np.testing.assert_allclose(at_verts[bottom], np.broadcast_to(want, at_verts[bottom].shape), atol=0.02)
 
 
-def test_view_images_and_config_check_their_inputs():
+def test_projection_checks_its_inputs():
     cams = orthogonal_rig(20.0)
-    with pytest.raises(InputError, match="RGBA"):
-        ViewImages.from_cameras(np.zeros((4, 8, 8, 3), np.float32), cams)
-    with pytest.raises(InputError, match="poses"):
-        ViewImages.from_cameras(np.zeros((4, 8, 8, 4), np.float32), cams[:3])
     with pytest.raises(InputError, match="unseen"):
         ProjectionConfig(unseen="nearest")
     verts, faces = sphere_mesh()
-    views = ViewImages.from_cameras(np.zeros((1, 8, 6, 4), np.float32), cams[:1])
+    views = PosedViews.from_cameras(np.zeros((1, 8, 6, 4), np.float32), cams[:1])
     with pytest.raises(InputError, match="square"):
         project_colours(verts, faces, verts, vertex_normals(verts, faces), views)
-
-
-def test_view_images_save_and_load_round_trip(tmp_path):
-    cams = orthogonal_rig(20.0)
-    rng = np.random.default_rng(0)
-    images = (rng.integers(0, 256, (4, 16, 16, 4)) / 255.0).astype(np.float32)
-    views = ViewImages.from_cameras(images, cams)
-    back = ViewImages.load(views.save(tmp_path / "views.npz"))
-    np.testing.assert_allclose(back.images, images, atol=1e-6)  # 8-bit values survive exactly
-    np.testing.assert_array_equal(back.c2w, views.c2w)
-    np.testing.assert_array_equal(back.fov_deg, views.fov_deg)
-    (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="bad.npz"):
-        ViewImages.load(tmp_path / "bad.npz")

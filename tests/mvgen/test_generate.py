@@ -10,6 +10,7 @@ from PIL import Image
 
 from fourview.cli import main
 from fourview.mvgen.pipeline import CANDIDATE_SEED_STRIDE, DEMO_MVGEN
+from fourview.pretrained import resolve_weights
 from tests.mvgen.test_pipeline import save_tiny, tiny_pipeline
 
 FAST = ["--steps", "2", "--grid", "32", "--texture-size", "64", "--faces", "2000"]
@@ -62,7 +63,7 @@ def test_generate_writes_the_asset_folder(tiny_mvgen, tmp_path, capsys):
     assert meta["prompt"] == "a red mug" and meta["seed"] == 7 and meta["steps"] == 2
     assert meta["candidates"] == 2 and meta["kept_seed"] in (7, 7 + CANDIDATE_SEED_STRIDE)
     assert meta["mvgen"] == str(tiny_mvgen) and meta["recon"] == "demo" and meta["grid_size"] == 64
-    for stage in ("load_mvgen_s", "mvgen_s", "load_recon_s", "reconstruct_s", "export_s", "turntable_s"):
+    for stage in ("load_models_s", "mvgen_s", "reconstruct_s", "export_s", "turntable_s"):
         assert meta["timings_s"][stage] >= 0.0
     assert meta["peak_memory_mb"] >= meta["peak_memory_after_mvgen_mb"] > 0
     assert "wrote" in stdout and "model.glb" in stdout
@@ -146,28 +147,37 @@ def test_demo_weights_keep_the_photo_through_the_vae():
     assert err < 0.12, err
 
 
-def test_command_defaults_are_the_library_defaults():
-    from fourview.cli import generate
-    from fourview.pipeline import GenerateSettings
+def test_command_defaults_are_the_library_defaults(monkeypatch, tmp_path, capsys):
+    """The command builds its settings from the dataclasses; only the turntable differs (24 frames)."""
+    import fourview.pipeline as pipeline_module
+    from fourview.pipeline import ExportSettings, ModelSettings, SamplingSettings
 
-    ctx = generate.make_context("generate", ["a red mug", "-o", "out"])
-    defaults = ctx.params
-    lib = GenerateSettings()
-    assert defaults["steps"] is lib.steps is None and defaults["guidance"] is lib.guidance_scale is None
-    assert defaults["blob_sigma"] == lib.blob_sigma and defaults["blob_strength"] == lib.blob_strength
-    assert defaults["turntable_frames"] == lib.turntable_frames and defaults["elevation"] == lib.elevation_deg
-    assert defaults["mvgen"] == "demo" and defaults["recon"] == "demo" and defaults["seed"] == lib.seed
-    assert defaults["candidates"] == lib.candidates == 1
+    seen = {}
+
+    class Recorder:
+        @classmethod
+        def from_pretrained(cls, **models):
+            seen["models"] = models
+            raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline_module, "FourViewPipeline", Recorder)
+    code, _, err = run(["generate", "a red mug", "-o", tmp_path / "out"], capsys)
+    assert code == 0, err
+    assert seen["models"] == {f: getattr(ModelSettings(), f) for f in ModelSettings.__dataclass_fields__}
+    assert SamplingSettings().steps is None and ExportSettings().project_views is True
 
 
-def test_generate_asset_with_a_loaded_pipeline(tmp_path):
-    from fourview.pipeline import GenerateSettings, generate_asset
+def test_text_to_3d_with_loaded_models_reuses_them(tmp_path):
+    from fourview.pipeline import ExportSettings, FourViewPipeline, SamplingSettings
+    from fourview.recon.model import Reconstructor
 
-    pipe = tiny_pipeline()
-    settings = GenerateSettings(steps=2, turntable_frames=0, export_overrides={"resolution": 32, "texture_size": 64})
-    res = generate_asset("a blue car", tmp_path / "car", pipe, "demo", None, settings)
-    assert res.grid.shape == (64, 64, 3) and res.views.shape == (4, 32, 32, 4)
-    assert (tmp_path / "car" / "model.glb").is_file()
-    assert res.timings["total_s"] >= res.timings["mvgen_s"] > 0 and res.peak_memory_mb > 0
+    pipe = FourViewPipeline(tiny_pipeline(), Reconstructor.from_pretrained(resolve_weights("demo", "recon").location))
+    export = ExportSettings(grid_resolution=32, texture_size=64)
+    asset = pipe.text_to_3d("a blue car", SamplingSettings(steps=2), export)
+    again = pipe.text_to_3d("a blue car", SamplingSettings(steps=2), export)
+    assert asset.views.images.shape == (4, 32, 32, 4) and asset.num_faces == again.num_faces > 0
+    np.testing.assert_array_equal(asset.views.images, again.views.images)  # deterministic per seed
+    assert asset.timings["total_s"] >= asset.timings["mvgen_s"] > 0 and asset.peak_memory_mb > 0
+    asset.save(tmp_path / "car")
     meta = json.loads((tmp_path / "car" / "meta.json").read_text())
-    assert meta["mvgen"] == "tiny" and meta["mvgen_attention"] == "sdpa"
+    assert meta["mvgen"] == "tiny" and meta["mvgen_attention"] == "sdpa" and meta["method"] == "feedforward"

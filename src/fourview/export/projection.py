@@ -32,8 +32,6 @@ import torch.nn.functional as F
 from fourview.errors import InputError
 from fourview.views import PosedViews
 
-ViewImages = PosedViews  # TODO(lead): callers in export/bake.py and extract.py switch to PosedViews
-
 
 @dataclass(frozen=True)
 class ProjectionConfig:
