@@ -10,20 +10,9 @@ import torch
 from PIL import Image
 
 from fourview.errors import InputError
-from fourview.mvgen.distill import (
-    LCMDistillConfig,
-    boundary_scalings,
-    consistency_output,
-    ddim_step,
-    distill_lcm,
-    load_student,
-    load_teacher,
-    predicted_noise,
-    predicted_x0,
-    pseudo_huber,
-    skipping_timesteps,
-    student_settings,
-)
+from fourview.mvgen.distill import LCMDistillConfig, distill_lcm, load_teacher
+from fourview.mvgen.student import load_student, student_settings
+from fourview.mvgen.validation import validation_images
 
 PROMPTS = ("a red box", "a blue box")
 COLOURS = {"red": (200, 30, 35), "blue": (30, 85, 205), "green": (45, 145, 55), "yellow": (240, 205, 35)}
@@ -75,95 +64,6 @@ def run(teacher, grids, tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------
-# LCM maths against diffusers' schedulers
-
-
-def _lcm_scheduler(prediction_type: str):
-    from diffusers import LCMScheduler
-
-    return LCMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type
-    )
-
-
-def test_boundary_scalings_match_lcm_scheduler_and_limits():
-    sched = _lcm_scheduler("epsilon")
-    t = torch.tensor([0, 1, 19, 259, 999])
-    c_skip, c_out = boundary_scalings(t)
-    for i, ti in enumerate(t.tolist()):
-        ref_skip, ref_out = sched.get_scalings_for_boundary_condition_discrete(ti)
-        assert c_skip[i].item() == pytest.approx(ref_skip, rel=1e-6, abs=1e-12)
-        assert c_out[i].item() == pytest.approx(ref_out, rel=1e-6, abs=1e-12)
-    assert c_skip[0].item() == 1.0 and c_out[0].item() == 0.0  # f(z, 0) = z: the boundary condition
-    assert c_skip[-1].item() < 1e-6 and c_out[-1].item() == pytest.approx(1.0, abs=1e-6)
-    # with sigma_data: c_skip = sd^2 / (u^2 + sd^2) and c_out^2 = u^2 / (u^2 + sd^2) sum to 1
-    s, o = boundary_scalings(torch.tensor([3]), timestep_scaling=0.1, sigma_data=0.5)
-    assert (s + o**2).item() == pytest.approx(1.0, abs=1e-6) and s.item() == pytest.approx(0.25 / 0.34, rel=1e-6)
-
-
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
-def test_x0_and_noise_recovered_from_each_parameterisation(prediction_type):
-    from diffusers import DDPMScheduler
-
-    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    g = torch.Generator().manual_seed(0)
-    x0, eps = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
-    t = torch.tensor([5, 400, 990])
-    z = sched.add_noise(x0, eps, t)
-    out = {"epsilon": eps, "v_prediction": sched.get_velocity(x0, eps, t), "sample": x0}[prediction_type]
-    torch.testing.assert_close(
-        predicted_x0(out, t, z, prediction_type, sched.alphas_cumprod), x0, atol=2e-4, rtol=1e-4
-    )
-    torch.testing.assert_close(
-        predicted_noise(out, t, z, prediction_type, sched.alphas_cumprod), eps, atol=2e-4, rtol=1e-4
-    )
-
-
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_consistency_output_is_lcm_scheduler_denoised(prediction_type):
-    sched = _lcm_scheduler(prediction_type)
-    sched.set_timesteps(4)
-    g = torch.Generator().manual_seed(1)
-    z, out = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g)
-    for t in sched.timesteps:  # 999, 759, 499, 259: every step's denoised sample
-        ref = sched.step(out, t, z).denoised
-        ours = consistency_output(out, t.reshape(1), z, prediction_type, sched.alphas_cumprod, 10.0)
-        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
-
-
-def test_skipping_schedule_is_the_lcm_scheduler_grid():
-    sched = _lcm_scheduler("epsilon")
-    sched.set_timesteps(50)  # num_inference_steps = original_inference_steps: the whole grid
-    ours = skipping_timesteps(1000, 50)
-    assert ours[0].item() == 19 and ours[-1].item() == 999 and torch.all(ours.diff() == 20)
-    torch.testing.assert_close(ours.flip(0), sched.timesteps)
-    sched.set_timesteps(4)
-    assert set(sched.timesteps.tolist()) <= set(ours.tolist())
-    with pytest.raises(InputError):
-        skipping_timesteps(1000, 0)
-
-
-def test_ddim_step_is_exact_along_one_trajectory():
-    """With the true x0 and noise, one DDIM step lands on q(z_s | x0) with the same noise."""
-    from diffusers import DDPMScheduler
-
-    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    g = torch.Generator().manual_seed(2)
-    x0, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
-    prev = torch.tensor([0, 479])
-    torch.testing.assert_close(ddim_step(x0, eps, prev, sched.alphas_cumprod), sched.add_noise(x0, eps, prev))
-
-
-def test_pseudo_huber_is_quadratic_near_zero_and_linear_far():
-    c = 1.0
-    small, big = torch.full((10,), 1e-2), torch.full((10,), 1e4)
-    zero = torch.zeros(10)
-    assert pseudo_huber(small, zero, c).item() == pytest.approx(0.5 * 1e-4 / c, rel=5e-3)
-    assert pseudo_huber(big, zero, c).item() == pytest.approx(1e4 - c, rel=1e-5)
-    assert pseudo_huber(zero, zero, c).item() == 0.0
-
-
-# ---------------------------------------------------------------------------------------------
 # distillation, saving, reloading
 
 
@@ -182,8 +82,6 @@ def test_distillation_lowers_the_consistency_loss(run):
 
 def test_saved_student_reloads_and_reproduces_its_samples(run, teacher):
     from diffusers import LCMScheduler
-
-    from fourview.mvgen.train import validation_images
 
     saved = np.stack([np.asarray(Image.open(run.val_dir / f"{i:02d}.png"), np.float32) / 255 for i in range(2)])
     pipe = load_teacher(str(teacher))
@@ -214,6 +112,18 @@ def test_resume_continues_exactly(teacher, grids, tmp_path):
     assert a.keys() == b.keys() and len(a) > 0
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_the_student_saved_is_the_ema_of_its_lora(teacher, grids, tmp_path):
+    from safetensors.torch import load_file
+
+    run = distill_lcm(_config(teacher, grids, tmp_path / "ema", steps=2, batch_size=1, ema_decay=0.5,
+                              val_prompts=("a red box",), val_inference_steps=1))  # fmt: skip
+    ema = torch.load(run.out_dir / "checkpoints" / "step_000002" / "custom_checkpoint_0.pkl", weights_only=False)
+    saved = load_file(str(run.weights / "pytorch_lora_weights.safetensors"))
+    assert ema["updates"] == 2 and len(saved) == len(ema["shadow"]) > 0
+    for name, shadow in ema["shadow"].items():
+        torch.testing.assert_close(saved["unet." + name.replace(".default", "")], shadow, rtol=0, atol=0)
 
 
 def test_bad_inputs_raise_input_error(teacher, grids, tmp_path):
@@ -249,23 +159,3 @@ def test_cli_runs_a_short_distillation_and_reports_errors(teacher, grids, tmp_pa
     with pytest.raises(SystemExit) as e:
         main(args[:-2] + ["--guidance-min", "7", "--guidance-max", "3"])
     assert e.value.code == 2 and "guidance" in capsys.readouterr().err
-
-
-def test_shipped_student_fits_the_shipped_generator():
-    import warnings
-
-    from fourview.mvgen.distill import DEMO_STUDENT
-    from fourview.mvgen.pipeline import DEMO_MVGEN, MultiViewPipeline
-
-    if (
-        not (DEMO_STUDENT / "pytorch_lora_weights.safetensors").is_file()
-        or not (DEMO_MVGEN / "model_index.json").is_file()
-    ):
-        pytest.skip("shipped demo weights absent")
-    pipe = MultiViewPipeline.from_pretrained("demo")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # peft warns when LoRA keys do not match the UNet
-        load_student(pipe.sdxl, "demo")
-    assert student_settings(DEMO_STUDENT)["teacher"] == "demo"
-    out = pipe("a red mug", num_inference_steps=4, guidance_scale=1.0, seed=0)
-    assert out.grids.shape == (1, 128, 128, 3) and np.isfinite(out.grids).all()

@@ -11,7 +11,8 @@ from PIL import Image
 from fourview.errors import InputError
 from fourview.mvgen.components import build_components
 from fourview.mvgen.config import mvgen_preset
-from fourview.mvgen.train import MVGenTrainConfig, train, validation_images
+from fourview.mvgen.train import MVGenTrainConfig, train
+from fourview.mvgen.validation import validation_images
 
 COLOURS = {"red": (200, 30, 35), "blue": (30, 85, 205), "green": (45, 145, 55), "yellow": (240, 205, 35)}
 
@@ -96,6 +97,26 @@ def test_lora_trains_saves_and_reloads(tmp_path, grids, tiny_base):
     adapted = _sample(pipe, settings)
     assert np.abs(adapted - ref).max() < 1.5 / 255  # the reloaded adapter reproduces the trained model
     assert np.abs(plain - ref).max() > 4 / 255  # and the adapter matters
+
+
+def test_lora_checkpoints_hold_only_the_adapter_and_resume_exactly(tmp_path, grids, tiny_base):
+    from safetensors.torch import load_file
+
+    kw = dict(data=str(grids), init=str(tiny_base), lora_rank=2, lora_init="gaussian", steps=4, batch_size=2, lr=1e-2,
+              warmup_steps=1, caption_dropout=0.0, validate_every=0, checkpoint_every=0, log_every=1, ema_decay=0.5,
+              val_prompts=("a red box",), val_inference_steps=1, seed=5, num_threads=1)  # fmt: skip
+    whole = train(MVGenTrainConfig(out=str(tmp_path / "whole"), **kw))
+    first = train(MVGenTrainConfig(out=str(tmp_path / "split"), stop_after_steps=2, **kw))
+    ckpt = tmp_path / "split" / "checkpoints" / "step_000002"
+    assert (ckpt / "lora.safetensors").is_file() and not list(ckpt.glob("model*.safetensors"))
+    assert all(".lora_" in k for k in load_file(ckpt / "lora.safetensors"))
+    second = train(MVGenTrainConfig(out=str(tmp_path / "split"), **kw))
+    assert first.steps == 2 and second.steps == 4 and second.eval_loss_start == pytest.approx(first.eval_loss_end)
+    a = load_file(whole.weights / "pytorch_lora_weights.safetensors")  # the EMA of the adapter
+    b = load_file(second.weights / "pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
 def test_from_scratch_resumes_and_saves_a_pipeline(tmp_path, grids, flat_pairs):

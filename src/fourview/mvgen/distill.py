@@ -13,43 +13,58 @@ recipe of diffusers' ``examples/consistency_distillation/train_lcm_distill_lora_
   uniform in ``[guidance_min, guidance_max]``.
 - The teacher, with classifier-free guidance ``g`` (unconditional branch: all-zero text
   embeddings, as ``StableDiffusionXLPipeline`` feeds them), takes one DDIM step from ``t_n`` to
-  ``t_n - k`` (`ddim_step`): the augmented probability-flow ODE solved over the skipped steps.
-- The consistency function ``f(z, t) = c_skip(t) z + c_out(t) x0(z, t)`` (`boundary_scalings`:
-  ``c_skip = sd^2 / ((10 t)^2 + sd^2)``, ``c_out = 10 t / sqrt((10 t)^2 + sd^2)``, ``sd = 0.5``;
-  ``x0`` from the UNet's prediction, `predicted_x0`) of the student at ``(z_{t_n}, t_n)`` is
-  pulled towards the same function of the same network (LoRA on, no gradient) at the teacher's
+  ``t_n - k`` (`fourview.mvgen.lcm.ddim_step`): the augmented probability-flow ODE solved over
+  the skipped steps.
+- The consistency function ``f(z, t) = c_skip(t) z + c_out(t) x0(z, t)``
+  (`fourview.mvgen.lcm.boundary_scalings`: ``c_skip = sd^2 / ((10 t)^2 + sd^2)``,
+  ``c_out = 10 t / sqrt((10 t)^2 + sd^2)``, ``sd = 0.5``; ``x0`` from the UNet's prediction,
+  `fourview.mvgen.lcm.predicted_x0`) of the student at ``(z_{t_n}, t_n)`` is pulled towards the
+  same function of the same network (LoRA on, no gradient) at the teacher's
   ``(z_{t_n - k}, t_n - k)``, by a pseudo-Huber loss ``sqrt(d^2 + c^2) - c`` (or L2).
 
-The student samples with ``diffusers.LCMScheduler`` (same betas and prediction type as the
-teacher, ``original_inference_steps = num_ddim_timesteps``, ``timestep_scaling`` as in training)
-in 1 to 8 steps at guidance about 1 (no classifier-free guidance: one UNet pass per step; the
-teacher's guidance is distilled in). It is saved in diffusers' LoRA format with
-``StableDiffusionXLPipeline.save_lora_weights`` plus ``student.json`` (the sampler settings);
-`load_student` loads it into any ``StableDiffusionXLPipeline`` built on the teacher's weights.
+The maths are `fourview.mvgen.lcm`'s. The student samples with ``diffusers.LCMScheduler`` (same
+betas and prediction type as the teacher, ``original_inference_steps = num_ddim_timesteps``,
+``timestep_scaling`` as in training) in 1 to 8 steps at guidance about 1 (no classifier-free
+guidance: one UNet pass per step; the teacher's guidance is distilled in). It is saved in
+diffusers' LoRA format with ``StableDiffusionXLPipeline.save_lora_weights`` plus
+``student.json`` (the sampler settings); `fourview.mvgen.student.load_student` loads it into any
+``StableDiffusionXLPipeline`` built on the teacher's weights.
 
 Output folder: ``distill_config.json``, ``latents.safetensors`` (+ ``latents.json``),
-``log.jsonl``, ``checkpoints/step_NNNNNN`` (Accelerate state; the LoRA as
+``log.jsonl``, ``checkpoints/step_NNNNNN`` (`fourview.training.checkpoints`; the LoRA as
 ``student_lora.safetensors``, not the frozen UNet; the run resumes from the latest),
 ``val/step_NNNNNN.png`` (+ ``val/step_NNNNNN/NN.png``, student samples) and ``lora/``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
+from fourview.atomic import atomic_path, write_text_atomic
 from fourview.errors import InputError
-from fourview.training.lr_schedule import warmup_cosine
-from fourview.mvgen.train import _checkpoint, _latest_checkpoint  # shared run mechanics
+from fourview.mvgen.dataset import grid_dataset
+from fourview.mvgen.lcm import (
+    consistency_output,
+    ddim_step,
+    guided,
+    noised,
+    predicted_noise,
+    predicted_x0,
+    pseudo_huber,
+    skipping_timesteps,
+)
+from fourview.mvgen.lora import add_lora, lora_state_dict
+from fourview.mvgen.pipeline import DEMO_MVGEN
+from fourview.mvgen.student import STUDENT_FILE
+from fourview.mvgen.validation import default_val_prompts, validation_images, write_validation
+from fourview.training import EMA, CheckpointLayout, Checkpoints, RunConfig, averaged, step_generator, training_process
 
 LCM_LORA_TARGETS: tuple[str, ...] = (
     "to_q",
@@ -69,26 +84,22 @@ LCM_LORA_TARGETS: tuple[str, ...] = (
 )
 """UNet module names that get the LoRA (LCM-LoRA's SDXL set: attention, feed-forward, ResNets, resampling)."""
 
-SIGMA_DATA: float = 0.5
-"""Standard deviation of the data in the consistency boundary condition (LCM and ``LCMScheduler``)."""
-
-STUDENT_FILE: str = "student.json"
-"""Sampler settings written next to the student's LoRA weights."""
-
-DEMO_STUDENT: Path = Path(__file__).resolve().parents[1] / "weights" / "mvgen-demo-lcm"
-"""The shipped student of the demo generator (LoRA + ``student.json``); ``load_student(pipe, "demo")``."""
+CHECKPOINT_LAYOUT = CheckpointLayout(digits=6, marker="state.json", lora_file="student_lora.safetensors")
+"""Names in ``OUT/checkpoints`` (as earlier runs wrote them); checkpoints hold the LoRA, not the frozen UNet."""
 
 
-@dataclass(frozen=True)
-class LCMDistillConfig:
-    """Everything a distillation run needs (frozen; saved as ``OUT/distill_config.json``)."""
+@dataclass(frozen=True, kw_only=True)
+class LCMDistillConfig(RunConfig):
+    """Everything a distillation run needs (frozen; saved as ``OUT/distill_config.json``).
+
+    The run's output, schedule, optimizer, EMA (of the LoRA), checkpoint and seed fields are
+    `RunConfig`'s; ``batch_size`` counts grids.
+    """
 
     teacher: str
     """The generator to distil: "demo" (the shipped weights), a diffusers folder or a hub id."""
     data: str
     """Folder of rendered objects: one folder each with grid.png and caption.txt."""
-    out: str
-    """Output folder (created); an existing run there is resumed when ``resume``."""
     lora_rank: int = 16
     """Rank of the student's LoRA."""
     lora_alpha: float | None = None
@@ -109,50 +120,23 @@ class LCMDistillConfig:
     """Distance between student and target: pseudo-Huber or squared error."""
     huber_c: float = 0.001
     """Pseudo-Huber constant c (latent units)."""
-    steps: int = 1000
-    """Optimizer steps."""
-    batch_size: int = 8
-    """Grids per micro-batch per process."""
-    grad_accumulation: int = 1
-    """Micro-batches per optimizer step."""
-    lr: float = 1e-4
-    """Peak learning rate (AdamW)."""
-    min_lr_ratio: float = 1.0
-    """Final learning rate as a fraction of ``lr`` (cosine decay; 1: constant after warm-up)."""
-    warmup_steps: int = 0
-    """Linear warm-up, optimizer steps."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping (0: off)."""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    """Accelerate's mixed precision (fp16 needs CUDA)."""
     gradient_checkpointing: bool = False
     """Recompute UNet activations in the backward pass (less memory, slower)."""
-    validate_every: int = 0
-    """Optimizer steps between validation samples (0: only at the end)."""
     val_prompts: tuple[str, ...] = ()
     """Validation prompts (default: 8 held-out and 4 training combinations of the synthetic world)."""
     val_inference_steps: int = 4
     """Student sampler steps of the validation samples."""
     val_guidance: float = 1.0
     """Guidance scale of the validation samples (1: none)."""
-    checkpoint_every: int = 250
-    """Optimizer steps between checkpoints (0: only at the end)."""
-    keep_checkpoints: int = 2
-    """Most recent checkpoints kept."""
-    log_every: int = 10
-    """Optimizer steps between log lines."""
-    seed: int = 0
-    """Seed of the LoRA initialisation, data order, noise and validation samples."""
-    resume: bool = True
-    """Continue from the latest checkpoint in ``out/checkpoints`` if there is one."""
-    stop_after_steps: int | None = None
-    """Stop this call after so many optimizer steps, with a checkpoint (a time slice; resume continues)."""
     max_minutes: float | None = None
     """Stop this call (with a checkpoint) once the loop has run this long; the final LoRA is still written."""
-    num_threads: int = 0
-    """CPU threads for torch (0: torch's default)."""
+    # this trainer's defaults of shared fields
+    steps: int = 1000
+    batch_size: int = 8
+    min_lr_ratio: float = 1.0
+    warmup_steps: int = 0
+    checkpoint_every: int = 250
+    validate_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -181,232 +165,6 @@ class LCMDistillResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# LCM maths (pure functions of tensors; tested against diffusers' LCMScheduler)
-
-
-def boundary_scalings(
-    timesteps: torch.Tensor, timestep_scaling: float = 10.0, sigma_data: float = SIGMA_DATA
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The consistency model's boundary-condition weights ``c_skip(t)``, ``c_out(t)``.
-
-    ``f(z, t) = c_skip z + c_out x0(z, t)`` with ``c_skip = sd^2 / ((s t)^2 + sd^2)`` and
-    ``c_out = s t / sqrt((s t)^2 + sd^2)`` (``s = timestep_scaling``): at t = 0, f is the
-    identity; elsewhere it is nearly the network's clean-sample estimate.
-
-    Args:
-        timesteps: [B] discrete timesteps (0..999), any dtype.
-        timestep_scaling: ``s`` above.
-        sigma_data: ``sd`` above.
-
-    Returns:
-        ``c_skip`` and ``c_out``, each [B] float32.
-    """
-    t = timesteps.float() * timestep_scaling
-    c_skip = sigma_data**2 / (t**2 + sigma_data**2)
-    c_out = t / (t**2 + sigma_data**2) ** 0.5
-    return c_skip, c_out
-
-
-def predicted_x0(
-    model_output: torch.Tensor,
-    timesteps: torch.Tensor,
-    sample: torch.Tensor,
-    prediction_type: str,
-    alphas_cumprod: torch.Tensor,
-) -> torch.Tensor:
-    """The clean-sample estimate from a UNet output at ``z_t = a x0 + s eps``.
-
-    Args:
-        model_output: [B, C, h, w] the UNet's prediction (epsilon, v or the sample itself).
-        timesteps: [B] discrete timesteps.
-        sample: [B, C, h, w] the noisy latent ``z_t``.
-        prediction_type: "epsilon", "v_prediction" or "sample".
-        alphas_cumprod: [T] the scheduler's cumulative alphas (``a^2``).
-
-    Returns:
-        [B, C, h, w] ``x0``.
-    """
-    a, s = _alpha_sigma(alphas_cumprod, timesteps, sample)
-    if prediction_type == "epsilon":
-        return (sample - s * model_output) / a
-    if prediction_type == "v_prediction":
-        return a * sample - s * model_output
-    if prediction_type == "sample":
-        return model_output
-    raise InputError(f"unknown prediction type {prediction_type!r}; expected epsilon, v_prediction or sample")
-
-
-def predicted_noise(
-    model_output: torch.Tensor,
-    timesteps: torch.Tensor,
-    sample: torch.Tensor,
-    prediction_type: str,
-    alphas_cumprod: torch.Tensor,
-) -> torch.Tensor:
-    """The noise estimate from a UNet output at ``z_t = a x0 + s eps`` (arguments as `predicted_x0`).
-
-    Returns:
-        [B, C, h, w] ``eps``.
-    """
-    a, s = _alpha_sigma(alphas_cumprod, timesteps, sample)
-    if prediction_type == "epsilon":
-        return model_output
-    if prediction_type == "v_prediction":
-        return a * model_output + s * sample
-    if prediction_type == "sample":
-        return (sample - a * model_output) / s
-    raise InputError(f"unknown prediction type {prediction_type!r}; expected epsilon, v_prediction or sample")
-
-
-def consistency_output(
-    model_output: torch.Tensor,
-    timesteps: torch.Tensor,
-    sample: torch.Tensor,
-    prediction_type: str,
-    alphas_cumprod: torch.Tensor,
-    timestep_scaling: float = 10.0,
-) -> torch.Tensor:
-    """The consistency function ``f(z_t, t) = c_skip z_t + c_out x0`` (``LCMScheduler.step``'s ``denoised``).
-
-    Returns:
-        [B, C, h, w].
-    """
-    c_skip, c_out = boundary_scalings(timesteps, timestep_scaling)
-    x0 = predicted_x0(model_output, timesteps, sample, prediction_type, alphas_cumprod)
-    return _bcast(c_skip, sample) * sample + _bcast(c_out, sample) * x0
-
-
-def skipping_timesteps(num_train_timesteps: int, num_ddim_timesteps: int) -> torch.Tensor:
-    """The distillation schedule ``t_n = (n + 1) k - 1``, ``k = num_train_timesteps // num_ddim_timesteps``.
-
-    These are the timesteps ``LCMScheduler`` (``original_inference_steps = num_ddim_timesteps``)
-    samples from.
-
-    Returns:
-        [num_ddim_timesteps] int64, ascending.
-
-    Raises:
-        InputError: a schedule longer than the training timesteps, or empty.
-    """
-    if not 1 <= num_ddim_timesteps <= num_train_timesteps:
-        raise InputError(f"num_ddim_timesteps must be in [1, {num_train_timesteps}], got {num_ddim_timesteps}")
-    k = num_train_timesteps // num_ddim_timesteps
-    return torch.arange(1, num_ddim_timesteps + 1, dtype=torch.int64) * k - 1
-
-
-def ddim_step(
-    pred_x0: torch.Tensor, pred_noise: torch.Tensor, prev_timesteps: torch.Tensor, alphas_cumprod: torch.Tensor
-) -> torch.Tensor:
-    """One deterministic DDIM step to ``prev_timesteps``: ``a_prev x0 + s_prev eps``.
-
-    Args:
-        pred_x0: [B, C, h, w] clean-sample estimate at the current step.
-        pred_noise: [B, C, h, w] noise estimate at the current step.
-        prev_timesteps: [B] the timesteps to step to (>= 0).
-        alphas_cumprod: [T] the scheduler's cumulative alphas.
-
-    Returns:
-        [B, C, h, w] ``z_prev``.
-    """
-    a, s = _alpha_sigma(alphas_cumprod, prev_timesteps, pred_x0)
-    return a * pred_x0 + s * pred_noise
-
-
-def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
-    """Mean of ``sqrt((a - b)^2 + c^2) - c`` (quadratic below c, linear above); a scalar."""
-    return (torch.sqrt((a.float() - b.float()) ** 2 + c * c) - c).mean()
-
-
-def _alpha_sigma(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor):
-    ac = alphas_cumprod.to(like.device)[timesteps.to(like.device).long()].to(like.dtype)  # [B]
-    return _bcast(ac.sqrt(), like), _bcast((1 - ac).sqrt(), like)
-
-
-def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return x.to(like.device, like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
-
-
-# ---------------------------------------------------------------------------------------------
-# loading the student
-
-
-def student_scheduler(scheduler_config, student: str | Path | None = None):
-    """``LCMScheduler`` for a student: the teacher's betas and prediction type, the student's LCM settings.
-
-    Args:
-        scheduler_config: the teacher pipeline's ``scheduler.config``.
-        student: the student's LoRA folder; its ``student.json`` sets ``original_inference_steps``
-            and ``timestep_scaling`` (LCMScheduler's defaults, 50 and 10, otherwise).
-
-    Returns:
-        a ``diffusers.LCMScheduler``.
-    """
-    from diffusers import LCMScheduler
-
-    extra = {}
-    if student is not None and (Path(student) / STUDENT_FILE).is_file():
-        meta = json.loads((Path(student) / STUDENT_FILE).read_text())
-        extra = {"original_inference_steps": meta["num_ddim_timesteps"], "timestep_scaling": meta["timestep_scaling"]}
-    return LCMScheduler.from_config(scheduler_config, **extra)
-
-
-def load_student(pipe, path: str | Path, adapter_name: str = "student", weight: float = 1.0) -> None:
-    """Make a ``StableDiffusionXLPipeline`` (the teacher's weights) sample as the few-step student.
-
-    Loads the LoRA in diffusers' format as adapter ``adapter_name``, activates it with ``weight``
-    next to the adapters already active (at weight 1), and replaces the scheduler by
-    `student_scheduler`. Sample with ``num_inference_steps`` 1 to 8 (4 is the default of
-    ``student.json``) and ``guidance_scale`` 1 (no classifier-free guidance).
-
-    Args:
-        pipe: a ``StableDiffusionXLPipeline`` (or the ``.sdxl`` of a `MultiViewPipeline`).
-        path: the student folder (``pytorch_lora_weights.safetensors`` + ``student.json``), or
-            "demo" for the shipped one (`DEMO_STUDENT`, distilled from the demo generator).
-        adapter_name: name of the adapter.
-        weight: LoRA weight of the student (1 as distilled).
-
-    Raises:
-        InputError: the folder or its weights are missing or unreadable.
-    """
-    path = DEMO_STUDENT if str(path) == "demo" else Path(path)
-    if not (path / "pytorch_lora_weights.safetensors").is_file():
-        raise InputError(f"no student LoRA (pytorch_lora_weights.safetensors) in {path}")
-    from diffusers.utils import logging as dlogging
-
-    active = [a for a in pipe.get_active_adapters() if a != adapter_name] if _has_adapters(pipe) else []
-    level = dlogging.get_verbosity()
-    dlogging.set_verbosity_error()  # not "no LoRA keys for the text encoders": the student has none
-    try:
-        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
-    except (OSError, ValueError, KeyError) as err:
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise InputError(f"cannot load the student LoRA {path}: {type(err).__name__}: {first}") from None
-    finally:
-        dlogging.set_verbosity(level)
-    pipe.set_adapters(active + [adapter_name], adapter_weights=[1.0] * len(active) + [float(weight)])
-    pipe.scheduler = student_scheduler(pipe.scheduler.config, path)
-
-
-def student_settings(path: str | Path) -> dict:
-    """The ``student.json`` record of a student folder (sampler settings, teacher, training summary).
-
-    Raises:
-        InputError: no ``student.json`` there.
-    """
-    f = Path(path) / STUDENT_FILE
-    if not f.is_file():
-        raise InputError(f"no {STUDENT_FILE} in student folder {path}")
-    return json.loads(f.read_text())
-
-
-def _has_adapters(pipe) -> bool:
-    try:
-        return bool(pipe.get_list_adapters())
-    except (ValueError, AttributeError):
-        return False
-
-
-# ---------------------------------------------------------------------------------------------
 # distillation
 
 
@@ -418,12 +176,15 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
     Raises:
         InputError: inconsistent options, missing data or weights.
     """
+    _check(config)
+    with training_process(config.num_threads):
+        return _distill(config)
+
+
+def _distill(config: LCMDistillConfig) -> LCMDistillResult:
     from accelerate import Accelerator
 
-    _check(config)
     t_start = time.time()
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
     out = Path(config.out)
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accumulation
@@ -432,8 +193,7 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
     dev = accelerator.device
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "distill_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    torch.manual_seed(config.seed)
+        config.write_json(out / "distill_config.json")
 
     pipe = load_teacher(config.teacher)
     unet, vae = pipe.unet, pipe.vae
@@ -448,30 +208,27 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
     skip = num_train // config.num_ddim_timesteps
     resolution = int(unet.config.sample_size) * int(pipe.vae_scale_factor)
 
-    from fourview.mvgen.dataset import grid_dataset
-
     grids = grid_dataset(config.data, resolution)
     mean, std = _latents(vae, grids, out, accelerator)  # [N, C, h, w] each
     scale = float(vae.config.scaling_factor)
 
-    _add_lora(unet, config)
+    _add_student_lora(unet, config)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    params = [p for p in unet.parameters() if p.requires_grad]
+    trained = [(n, p) for n, p in unet.named_parameters() if p.requires_grad]
+    params = [p for _, p in trained]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    lr_at = partial(
-        warmup_cosine, warmup_steps=config.warmup_steps, total_steps=config.steps, min_lr_ratio=config.min_lr_ratio
-    )
+    ema = EMA(trained, config.ema_decay) if config.ema_decay > 0 else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
     unet_w, opt = accelerator.prepare(unet, opt)
-    _register_lora_hooks(accelerator)
+    checkpoints = Checkpoints(accelerator, out / "checkpoints", config.keep_checkpoints, CHECKPOINT_LAYOUT, True)
 
     step = 0
-    ckpt_root = out / "checkpoints"
-    latest = _latest_checkpoint(ckpt_root) if config.resume else None
+    latest = checkpoints.latest() if config.resume else None
     if latest is not None:
-        accelerator.load_state(str(latest))
-        step = json.loads((latest / "state.json").read_text())["step"]
+        step = checkpoints.load(latest)
         accelerator.print(f"resumed from {latest} (step {step})")
 
     add_time = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=torch.float32)
@@ -499,9 +256,7 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
         z0, noise, n_index = z0.to(dev), noise.to(dev), n_index.to(dev)
         t_start = schedule[n_index]  # [B]
         t_end = (t_start - skip).clamp(min=0)  # [B]
-        z_start = (
-            _bcast(alphas_cumprod[t_start].sqrt(), z0) * z0 + _bcast((1 - alphas_cumprod[t_start]).sqrt(), z0) * noise
-        )
+        z_start = noised(z0, noise, t_start, alphas_cumprod)
         ctx, pooled = embed([grids.captions[int(i)] for i in idx])
         # student: f_theta(z_{t_n}, t_n)
         out_s = run_unet(z_start, t_start, ctx, pooled)
@@ -522,9 +277,7 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
             eps_c, eps_u = predicted_noise(
                 out_t, t_start.repeat(2), z_start.repeat(2, 1, 1, 1), prediction_type, alphas_cumprod
             ).chunk(2)
-            g = _bcast(guidance.to(dev), z0)
-            x0 = x0_u + g * (x0_c - x0_u)
-            eps = eps_u + g * (eps_c - eps_u)
+            x0, eps = guided(x0_c, x0_u, guidance.to(dev)), guided(eps_c, eps_u, guidance.to(dev))
             z_end = ddim_step(x0, eps, t_end, alphas_cumprod)  # [B, C, h, w] teacher's ODE step
             # target: f_theta-(z_{t_n - k}, t_n - k), the same network without gradient
             out_e = run_unet(z_end, t_end, ctx, pooled)
@@ -548,16 +301,16 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
 
     loss_start = eval_loss()
     log_path = out / "log.jsonl"
-    end = config.steps if config.stop_after_steps is None else min(config.steps, step + config.stop_after_steps)
+    end = config.end_step(step)
     val_dir = None
     t_loop, step0 = time.time(), step
     running: list[float] = []
     timed_out = False
     while step < end:
         for group in opt.param_groups:
-            group["lr"] = config.lr * lr_at(step)
+            group["lr"] = config.lr_at(step)
         for micro in range(config.grad_accumulation):
-            gen = torch.Generator().manual_seed(_mix(config.seed, step, accelerator.process_index, micro))
+            gen = step_generator(config.seed, step, accelerator.process_index, micro)
             idx = torch.randint(0, len(grids), (config.batch_size,), generator=gen)
             with accelerator.accumulate(unet_w):
                 loss = batch_loss(idx, gen)
@@ -568,6 +321,8 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
                 opt.zero_grad(set_to_none=True)
             running.append(float(loss.detach()))
         step += 1
+        if ema is not None:
+            ema.update()
         timed_out = config.max_minutes is not None and time.time() - t_loop > 60.0 * config.max_minutes
         if main and (step % config.log_every == 0 or step == end or timed_out):
             rate = (step - step0) / max(time.time() - t_loop, 1e-9)
@@ -579,10 +334,11 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
             print(
                 f"lcm step {step}/{config.steps} loss {rec['loss']:.5f} lr {rec['lr']:.2e} {rate:.2f} it/s", flush=True
             )
-        if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == end or timed_out:
-            _checkpoint(accelerator, ckpt_root, step, config.keep_checkpoints)
+        if config.checkpoint_due(step, end) or timed_out:
+            checkpoints.save(step)
         if main and config.validate_every and step % config.validate_every == 0 and step < end and not timed_out:
-            val_dir = _validate(config, pipe, unet_w, accelerator, resolution, step, out)
+            with averaged(ema):
+                val_dir = _validate(config, pipe, unet_w, accelerator, resolution, step, out)
             unet.train()
         if timed_out:
             break
@@ -592,8 +348,9 @@ def distill_lcm(config: LCMDistillConfig) -> LCMDistillResult:
     weights = None
     finished = step >= config.steps or timed_out
     if finished and main:
-        weights = _save_student(config, pipe, unet_w, accelerator, out, step, loss_start, loss_end)
-        val_dir = _validate(config, pipe, unet_w, accelerator, resolution, step, out)
+        with averaged(ema):
+            weights = _save_student(config, pipe, unet_w, accelerator, out, step, loss_start, loss_end)
+            val_dir = _validate(config, pipe, unet_w, accelerator, resolution, step, out)
     return LCMDistillResult(out, step, time.time() - t_start, loss_start, loss_end, weights, val_dir)
 
 
@@ -607,8 +364,6 @@ def load_teacher(name: str):
 
     path = name
     if name == "demo":
-        from fourview.mvgen.pipeline import DEMO_MVGEN
-
         if not (DEMO_MVGEN / "model_index.json").is_file():
             raise InputError(f"the shipped demo generator is missing from the installation ({DEMO_MVGEN})")
         path = str(DEMO_MVGEN)
@@ -632,9 +387,8 @@ def _check(c: LCMDistillConfig) -> None:
         raise InputError(f"need 1 <= --guidance-min <= --guidance-max, got {c.guidance_min}, {c.guidance_max}")
     if c.huber_c <= 0:
         raise InputError(f"--huber-c must be > 0, got {c.huber_c}")
-    for name in ("steps", "batch_size", "grad_accumulation", "val_inference_steps"):
-        if getattr(c, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
+    if c.val_inference_steps < 1:
+        raise InputError(f"--val-inference-steps must be >= 1, got {c.val_inference_steps}")
     if c.val_inference_steps > c.num_ddim_timesteps:
         raise InputError(
             f"--val-inference-steps ({c.val_inference_steps}) exceeds --num-ddim-timesteps ({c.num_ddim_timesteps})"
@@ -652,19 +406,9 @@ def _alphas_cumprod(scheduler) -> torch.Tensor:
     return DDPMScheduler.from_config(scheduler.config).alphas_cumprod.float()
 
 
-def _add_lora(unet, c: LCMDistillConfig) -> None:
+def _add_student_lora(unet, c: LCMDistillConfig) -> None:
     """Attach the student's LoRA (zero-initialised B: the student starts as the teacher), or load ``init_lora``."""
-    from peft import LoraConfig
-
-    torch.manual_seed(c.seed)
-    unet.add_adapter(
-        LoraConfig(
-            r=c.lora_rank,
-            lora_alpha=c.lora_alpha if c.lora_alpha is not None else c.lora_rank,
-            init_lora_weights=True,
-            target_modules=list(c.target_modules),
-        )
-    )
+    add_lora(unet, rank=c.lora_rank, alpha=c.lora_alpha, target_modules=c.target_modules, init="default", seed=c.seed)
     if c.init_lora is not None:
         from diffusers import StableDiffusionXLPipeline
         from diffusers.utils import convert_unet_state_dict_to_peft
@@ -676,33 +420,6 @@ def _add_lora(unet, c: LCMDistillConfig) -> None:
         missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
         if missing:
             raise InputError(f"--init-lora {c.init_lora} does not fit this LoRA (rank / targets differ)")
-
-
-def _lora_state(unet) -> dict:
-    from peft.utils import get_peft_model_state_dict
-
-    return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
-
-
-def _register_lora_hooks(accelerator) -> None:
-    """Checkpoints hold the LoRA only (``student_lora.safetensors``), not the frozen UNet."""
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file, save_file
-
-    def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            for m in models:
-                save_file(_lora_state(accelerator.unwrap_model(m)), str(Path(output_dir) / "student_lora.safetensors"))
-        while weights:
-            weights.pop()
-
-    def load_hook(models, input_dir):
-        state = load_file(str(Path(input_dir) / "student_lora.safetensors"))
-        while models:
-            set_peft_model_state_dict(accelerator.unwrap_model(models.pop()), state)
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
 
 
 def _latents(vae, grids, out: Path, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -727,27 +444,11 @@ def _latents(vae, grids, out: Path, accelerator) -> tuple[torch.Tensor, torch.Te
             stds.append(post.std.float().cpu())
     mean, std = torch.cat(means), torch.cat(stds)
     if accelerator.is_main_process:
-        save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(path))
-        meta_path.write_text(
-            json.dumps({"paths": paths, "resolution": grids.resolution, "vae_fingerprint": fingerprint})
-        )
+        with atomic_path(path) as tmp:
+            save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(tmp))
+        meta = {"paths": paths, "resolution": grids.resolution, "vae_fingerprint": fingerprint}
+        write_text_atomic(meta_path, json.dumps(meta))
     return mean, std
-
-
-def _mix(*xs: int) -> int:
-    """A 63-bit seed from several integers (deterministic)."""
-    a, b = np.random.SeedSequence([int(x) for x in xs]).generate_state(2, np.uint32)
-    return ((int(a) << 31) ^ int(b)) & ((1 << 63) - 1)
-
-
-def _default_val_prompts() -> tuple[str, ...]:
-    """Eight held-out (shape, colour) combinations of the synthetic world, then four training ones."""
-    from fourview.data.synthetic import combinations
-
-    held, seen = combinations("heldout"), combinations("train")
-    picks = [held[i] for i in range(0, len(held), max(1, len(held) // 8))][:8]
-    picks += [seen[i] for i in range(0, len(seen), max(1, len(seen) // 4))][:4]
-    return tuple(f"a {colour} {shape}" for shape, colour in picks)
 
 
 def _student_pipeline(pipe, unet_w, accelerator, c: LCMDistillConfig):
@@ -766,30 +467,13 @@ def _student_pipeline(pipe, unet_w, accelerator, c: LCMDistillConfig):
 
 def _validate(c: LCMDistillConfig, pipe, unet_w, accelerator, resolution: int, step: int, out: Path) -> Path:
     """Student samples (``val_inference_steps`` LCM steps) of the validation prompts, seeds ``seed + i``."""
-    from PIL import Image
-
-    from fourview.mvgen.train import validation_images
-
-    prompts = c.val_prompts or _default_val_prompts()
+    prompts = c.val_prompts or default_val_prompts()
     student = _student_pipeline(pipe, unet_w, accelerator, c)
     student.unet.eval()
     images = validation_images(student, prompts, resolution, c.val_inference_steps, c.val_guidance, c.seed)
-    folder = out / "val" / f"step_{step:06d}"
-    folder.mkdir(parents=True, exist_ok=True)
     settings = {"prompts": list(prompts), "resolution": resolution, "steps": c.val_inference_steps,
                 "guidance": c.val_guidance, "seed": c.seed, "scheduler": "LCMScheduler"}  # fmt: skip
-    (out / "val" / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
-    tiles = [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
-    for i, t in enumerate(tiles):
-        Image.fromarray(t).save(folder / f"{i:02d}.png")
-    cols = min(4, len(tiles))
-    rows = math.ceil(len(tiles) / cols)
-    mosaic = np.full((rows * resolution, cols * resolution, 3), 255, np.uint8)
-    for i, t in enumerate(tiles):
-        r, k = divmod(i, cols)
-        mosaic[r * resolution : (r + 1) * resolution, k * resolution : (k + 1) * resolution] = t
-    Image.fromarray(mosaic).save(out / "val" / f"step_{step:06d}.png")
-    return folder
+    return write_validation(out, step, images, settings)
 
 
 def _save_student(c: LCMDistillConfig, pipe, unet_w, accelerator, out: Path, step: int, l0: float, l1: float) -> Path:
@@ -799,7 +483,7 @@ def _save_student(c: LCMDistillConfig, pipe, unet_w, accelerator, out: Path, ste
     unet = accelerator.unwrap_model(unet_w)
     # peft's key names (lora_A / lora_B), as diffusers' LCM-LoRA script saves them: converting them to
     # the older "lora.down" names only covers attention layers, and a mixed file loads without them.
-    layers = _lora_state(unet)
+    layers = lora_state_dict(unet)
     folder = out / "lora"
     StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
     meta = {
@@ -816,5 +500,5 @@ def _save_student(c: LCMDistillConfig, pipe, unet_w, accelerator, out: Path, ste
         "batch_size": c.batch_size * c.grad_accumulation * accelerator.num_processes,
         "eval_loss": [l0, l1],
     }
-    (folder / STUDENT_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    write_text_atomic(folder / STUDENT_FILE, json.dumps(meta, indent=1) + "\n")
     return folder

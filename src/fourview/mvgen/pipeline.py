@@ -41,12 +41,10 @@ from fourview.errors import InputError
 from fourview.images import WHITE_ALPHA_HIGH, WHITE_ALPHA_LOW
 from fourview.mvgen.blobs import blob_image, check_strength, decode_latents, encode_images
 from fourview.mvgen.image_prompt import ImagePromptConfig, background_regions, conditioning_grid
+from fourview.mvgen.student import DEMO_STUDENT, student_scheduler
 
 DEMO_MVGEN = Path(fourview.__file__).resolve().parent / "weights" / "mvgen-demo"
 """The shipped demo generator (diffusers layout, 128 px grids; trained by `fourview train mvgen`)."""
-
-DEMO_STUDENT = Path(fourview.__file__).resolve().parent / "weights" / "mvgen-demo-lcm"
-"""The shipped few-step student of the demo generator (LCM-LoRA, `fourview.mvgen.distill`)."""
 
 Attention = Literal["auto", "sdpa", "xformers"]
 
@@ -300,14 +298,12 @@ class MultiViewPipeline:
                 or None when the student is already in the weights (a fully distilled UNet).
             scheduler: a diffusers scheduler instance; by default ``LCMScheduler`` with the current
                 scheduler's betas and prediction type and the student's LCM settings
-                (`fourview.mvgen.distill.student_scheduler`).
+                (`fourview.mvgen.student.student_scheduler`).
         """
         if lora is not None:
             lora = resolve_student(str(lora))
             self.load_lora(lora, 1.0, adapter_name="student")
         if scheduler is None:
-            from fourview.mvgen.distill import student_scheduler
-
             scheduler = student_scheduler(self.sdxl.scheduler.config, lora)
         self.sdxl.scheduler = scheduler
         self.student = None if lora is None else str(lora)

@@ -22,19 +22,21 @@ target size; the pooled text embedding is text_encoder_2's projection. Dropped c
 feeds for the unconditional branch (``force_zeros_for_empty_prompt``). VAE latents (posterior mean
 and std) are cached once in ``OUT/latents.safetensors``; each step samples from them.
 
+The run's settings shared with the other trainers (schedule, EMA, checkpoints...) are
+`fourview.training.run.RunConfig`'s.
+
 Output folder: ``train_config.json``, ``vae/`` (from scratch), ``latents.safetensors``,
-``log.jsonl`` (loss per logged step), ``checkpoints/step_NNNNNN`` (Accelerate state; the run
-resumes from the latest), ``val/step_NNNNNN/NN.png`` (validation samples; ``val/settings.json``
-says how they were drawn) and ``val/step_NNNNNN.png`` (all of them in one image), and the
-final weights (``final/`` or ``lora/``).
+``log.jsonl`` (loss per logged step), ``checkpoints/step_NNNNNN`` (`fourview.training.checkpoints`;
+with a LoRA only its weights, ``lora.safetensors``, not the frozen UNet; the run resumes from the
+latest), ``val/step_NNNNNN/NN.png`` (validation samples, `fourview.mvgen.validation`;
+``val/settings.json`` says how they were drawn) and ``val/step_NNNNNN.png`` (all of them in one
+image), and the final weights (``final/`` or ``lora/``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -45,30 +47,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fourview.atomic import atomic_path, write_text_atomic
 from fourview.errors import InputError
-from fourview.training.lr_schedule import warmup_cosine
+from fourview.mvgen.components import build_components
+from fourview.mvgen.config import mvgen_preset
 from fourview.mvgen.dataset import CaptionedImages, grid_dataset, pairs_2d
+from fourview.mvgen.lora import add_lora
+from fourview.mvgen.tokenizer import save_compact_tokenizer
+from fourview.mvgen.validation import default_val_prompts, validation_images, write_validation
+from fourview.training import (
+    EMA,
+    CheckpointLayout,
+    Checkpoints,
+    RunConfig,
+    averaged,
+    step_generator,
+    training_process,
+    warmup_cosine,
+)
+
+LORA_TARGETS: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
+"""UNet module names that get the LoRA (``lora_rank > 0``): the attention projections."""
+
+CHECKPOINT_LAYOUT = CheckpointLayout(digits=6, marker="state.json", lora_file="lora.safetensors")
+"""Names in ``OUT/checkpoints`` (as earlier runs wrote them); with a LoRA, checkpoints hold only its weights."""
 
 
-def _default_val_prompts() -> tuple[str, ...]:
-    """Eight held-out (shape, colour) combinations of the synthetic world, then four training ones."""
-    from fourview.data.synthetic import combinations
+@dataclass(frozen=True, kw_only=True)
+class MVGenTrainConfig(RunConfig):
+    """Everything a generator training run needs (frozen; saved as ``OUT/train_config.json``).
 
-    held = combinations("heldout")
-    seen = combinations("train")
-    picks = [held[i] for i in range(0, len(held), max(1, len(held) // 8))][:8]
-    picks += [seen[i] for i in range(0, len(seen), max(1, len(seen) // 4))][:4]
-    return tuple(f"a {colour} {shape}" for shape, colour in picks)
-
-
-@dataclass(frozen=True)
-class MVGenTrainConfig:
-    """Everything a generator training run needs (frozen; saved as ``OUT/train_config.json``)."""
+    The run's output, schedule (of the diffusion stage), optimizer, EMA, checkpoint and seed fields
+    are `RunConfig`'s; ``batch_size`` counts grids.
+    """
 
     data: str
     """Folder of rendered objects: one folder each with grid.png and caption.txt."""
-    out: str
-    """Output folder (created); an existing run there is resumed when ``resume``."""
     init: str | None = None
     """Start from this SDXL-layout pipeline (folder or hub id, e.g. stabilityai/stable-diffusion-xl-base-1.0)."""
     from_scratch: Literal["tiny", "demo"] | None = None
@@ -78,7 +92,7 @@ class MVGenTrainConfig:
     lora_alpha: float | None = None
     """LoRA scale numerator (default: the rank, i.e. scale 1)."""
     lora_init: Literal["default", "gaussian"] = "default"
-    """peft's LoRA init: "default" (B = 0, the adapter starts as a no-op) or "gaussian" (both random)."""
+    """Initial LoRA A: "default" (Kaiming-uniform) or "gaussian" (normal, std 1 / rank); B is 0 (a no-op at first)."""
     train_text_encoders: bool = False
     """With ``init`` and no LoRA: also fine-tune both text encoders (always on from scratch)."""
     resolution: int | None = None
@@ -89,22 +103,6 @@ class MVGenTrainConfig:
     """Rescale the noise schedule to zero SNR at the last step (see `MVGenConfig.zero_terminal_snr`;
     None: keep the init scheduler's or the preset's). Saved in the scheduler config, so sampling
     follows it."""
-    steps: int = 2000
-    """Diffusion optimizer steps."""
-    batch_size: int = 16
-    """Grids per micro-batch per process."""
-    grad_accumulation: int = 1
-    """Micro-batches per optimizer step."""
-    lr: float = 1e-4
-    """Peak learning rate of the diffusion stage (AdamW)."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of ``lr`` (cosine decay)."""
-    warmup_steps: int = 100
-    """Linear warm-up, optimizer steps."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping (0: off)."""
     snr_gamma: float = 5.0
     """Min-SNR-gamma loss weighting (0: plain MSE)."""
     caption_dropout: float = 0.1
@@ -113,12 +111,8 @@ class MVGenTrainConfig:
     """Folder of plain 2D text-image pairs (NAME.png + NAME.txt) mixed into the batches."""
     mix_2d_ratio: float = 0.0
     """Expected fraction of each batch drawn from ``mix_2d``."""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    """Accelerate's mixed precision (fp16 needs CUDA)."""
     gradient_checkpointing: bool = False
-    """Recompute UNet activations in the backward pass (less memory, ~30% slower)."""
-    ema_decay: float = 0.0
-    """EMA decay of the trained weights per step (warmed up as min(decay, (1 + n) / (10 + n))); 0: off."""
+    """Recompute UNet activations in the backward pass (less memory, slower)."""
     vae_steps: int = 1000
     """From scratch: VAE optimizer steps (skipped when ``OUT/vae`` exists)."""
     vae_batch_size: int = 16
@@ -141,30 +135,18 @@ class MVGenTrainConfig:
     stage: Literal["all", "vae_decoder"] = "all"
     """"vae_decoder": only fine-tune the decoder of OUT/vae (or ``vae_init``) for ``vae_steps`` into
     OUT/vae_decoder; the encoder is frozen, so cached latents and a UNet trained on them stay valid."""
-    validate_every: int = 500
-    """Optimizer steps between validation samples (0: only at the end)."""
     val_prompts: tuple[str, ...] = ()
     """Validation prompts (default: 8 held-out and 4 training combinations of the synthetic world)."""
     val_inference_steps: int = 20
     """Sampler steps of the validation samples."""
     val_guidance: float = 5.0
     """Classifier-free guidance scale of the validation samples."""
-    checkpoint_every: int = 500
-    """Optimizer steps between checkpoints (0: only at the end)."""
-    keep_checkpoints: int = 2
-    """Most recent checkpoints kept."""
-    log_every: int = 25
-    """Optimizer steps between log lines."""
     save_dtype: Literal["float32", "float16"] = "float32"
     """Precision of the saved final pipeline (float16 halves it; load with torch_dtype=torch.float32)."""
-    seed: int = 0
-    """Seed of the initialisation, data order, noise and validation samples."""
-    resume: bool = True
-    """Continue from the latest checkpoint in ``out/checkpoints`` if there is one."""
-    stop_after_steps: int | None = None
-    """Stop this call after so many optimizer steps, with a checkpoint (a time slice; resume continues)."""
-    num_threads: int = 0
-    """CPU threads for torch (0: torch's default)."""
+    # this trainer's defaults of shared fields
+    batch_size: int = 16
+    weight_decay: float = 0.01
+    log_every: int = 25
 
 
 @dataclass(frozen=True)
@@ -200,13 +182,8 @@ def train(config: MVGenTrainConfig) -> MVGenTrainResult:
     """
 
     _check(config)
-    threads = torch.get_num_threads()
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with training_process(config.num_threads):
         return _train_decoder(config) if config.stage == "vae_decoder" else _train(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
@@ -220,8 +197,7 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    torch.manual_seed(config.seed)
+        config.write_json(out / "train_config.json")
 
     comps, prediction_type = _initial_components(config)
     resolution = config.resolution or comps["unet"].config.sample_size * _vae_factor(comps["vae"])
@@ -260,7 +236,10 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
         m.train()
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    params = [p for m in trained for p in m.parameters() if p.requires_grad]
+    named_params = [
+        (f"{_name(m, unet, te1, te2)}.{n}", p) for m in trained for n, p in m.named_parameters() if p.requires_grad
+    ]
+    params = [p for _, p in named_params]
 
     from diffusers import DDPMScheduler
 
@@ -271,14 +250,8 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
     for m in (unet, te1, te2):
         m.to(accelerator.device)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    lr_at = partial(  # set by hand: resumes exactly
-        warmup_cosine, warmup_steps=config.warmup_steps, total_steps=config.steps, min_lr_ratio=config.min_lr_ratio
-    )
-    ema = None
-    if config.ema_decay > 0:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(params, decay=config.ema_decay)
+    ema = EMA(named_params, config.ema_decay) if config.ema_decay > 0 else None
+    if ema is not None:
         accelerator.register_for_checkpointing(ema)
     prepared = accelerator.prepare(*trained, opt)
     models, opt = prepared[:-1], prepared[-1]
@@ -286,12 +259,13 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
     unet_w = wrapped.get("unet", unet)
     te1_w, te2_w = wrapped.get("text_encoder", te1), wrapped.get("text_encoder_2", te2)
 
+    checkpoints = Checkpoints(
+        accelerator, out / "checkpoints", config.keep_checkpoints, CHECKPOINT_LAYOUT, lora_only=config.lora_rank > 0
+    )
     step = 0
-    ckpt_root = out / "checkpoints"
-    latest = _latest_checkpoint(ckpt_root) if config.resume else None
+    latest = checkpoints.latest() if config.resume else None
     if latest is not None:
-        accelerator.load_state(str(latest))
-        step = json.loads((latest / "state.json").read_text())["step"]
+        step = checkpoints.load(latest)
         accelerator.print(f"resumed from {latest} (step {step})")
 
     add_time = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=torch.float32)
@@ -335,15 +309,15 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
 
     loss_start = eval_loss()
     log_path = out / "log.jsonl"
-    end = config.steps if config.stop_after_steps is None else min(config.steps, step + config.stop_after_steps)
+    end = config.end_step(step)
     val_dir = None
     t_loop, step0 = time.time(), step
     running = []
     while step < end:
         for group in opt.param_groups:
-            group["lr"] = config.lr * lr_at(step)
-        for _ in range(config.grad_accumulation):
-            g = torch.Generator().manual_seed(_mix(config.seed, step, accelerator.process_index, _))
+            group["lr"] = config.lr_at(step)
+        for micro in range(config.grad_accumulation):
+            g = step_generator(config.seed, step, accelerator.process_index, micro)
             b = config.batch_size
             flat_mask = (
                 (torch.rand(b, generator=g) < config.mix_2d_ratio)
@@ -364,7 +338,7 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
             running.append(float(loss.detach()))
         step += 1
         if ema is not None:
-            ema.step(params)
+            ema.update()
         if main and (step % config.log_every == 0 or step == end):
             rate = (step - step0) / max(time.time() - t_loop, 1e-9)
             rec = {"step": step, "loss": float(np.mean(running)), "lr": opt.param_groups[0]["lr"], "steps_per_s": rate,
@@ -373,11 +347,10 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
             with log_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             print(f"step {step}/{config.steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rate:.2f} it/s", flush=True)
-        last = step == config.steps
-        if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == end:
-            _checkpoint(accelerator, ckpt_root, step, config.keep_checkpoints)
-        if main and ((config.validate_every and step % config.validate_every == 0) or last):
-            with _ema_weights(ema, params):
+        if config.checkpoint_due(step, end):
+            checkpoints.save(step)
+        if main and config.validation_due(step):
+            with averaged(ema):
                 val_dir = _validate(config, comps, accelerator, resolution, step, out)
             for m in trained:
                 m.train()
@@ -386,7 +359,7 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
 
     weights = None
     if step >= config.steps and main:
-        with _ema_weights(ema, params):
+        with averaged(ema):
             weights = _save_final(config, comps, accelerator, out)
     return MVGenTrainResult(out, step, time.time() - t_start, loss_start, loss_end, weights, val_dir)
 
@@ -408,7 +381,7 @@ def _check(c: MVGenTrainConfig) -> None:
         raise InputError("--mix-2d-ratio needs --mix-2d DIR")
     if not 0.0 <= c.caption_dropout < 1.0:
         raise InputError(f"--caption-dropout must be in [0, 1), got {c.caption_dropout}")
-    for name in ("steps", "batch_size", "grad_accumulation", "vae_batch_size", "val_inference_steps"):
+    for name in ("vae_batch_size", "val_inference_steps"):
         if getattr(c, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
     if c.resolution is not None and (c.resolution <= 0 or c.resolution % 16):
@@ -418,9 +391,6 @@ def _check(c: MVGenTrainConfig) -> None:
 def _initial_components(c: MVGenTrainConfig) -> tuple[dict, str]:
     """Pipeline components to train and the prediction type."""
     if c.from_scratch is not None:
-        from fourview.mvgen.components import build_components
-        from fourview.mvgen.config import mvgen_preset
-
         preset = mvgen_preset(c.from_scratch)
         if c.resolution is not None:
             preset = dataclasses.replace(preset, resolution=c.resolution)
@@ -466,15 +436,8 @@ def _trainable(c: MVGenTrainConfig, unet, te1, te2) -> list:
             m.requires_grad_(True)
         return [unet, te1, te2]
     if c.lora_rank > 0:
-        from peft import LoraConfig
-
-        unet.add_adapter(
-            LoraConfig(
-                r=c.lora_rank,
-                lora_alpha=c.lora_alpha if c.lora_alpha is not None else c.lora_rank,
-                init_lora_weights="gaussian" if c.lora_init == "gaussian" else True,
-                target_modules=["to_k", "to_q", "to_v", "to_out.0"],
-            )
+        add_lora(
+            unet, rank=c.lora_rank, alpha=c.lora_alpha, target_modules=LORA_TARGETS, init=c.lora_init, seed=c.seed
         )
         return [unet]
     unet.requires_grad_(True)
@@ -487,14 +450,6 @@ def _trainable(c: MVGenTrainConfig, unet, te1, te2) -> list:
 
 def _name(m, unet, te1, te2) -> str:
     return "unet" if m is unet else "text_encoder" if m is te1 else "text_encoder_2"
-
-
-def _mix(*xs: int) -> int:
-    """A 63-bit seed from several integers (deterministic, unlike ``hash``)."""
-    return int(
-        np.random.SeedSequence([int(x) for x in xs]).generate_state(2, np.uint32).astype(np.uint64)
-        @ np.array([1 << 31, 1], np.uint64)
-    ) & ((1 << 63) - 1)
 
 
 def _snr(noise_sched, timesteps: torch.Tensor) -> torch.Tensor:
@@ -520,7 +475,7 @@ def _train_vae(vae, grids: CaptionedImages, c: MVGenTrainConfig, device) -> None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     t0 = time.time()
     for step in range(c.vae_steps):
-        g = torch.Generator().manual_seed(_mix(c.seed, 777, step))
+        g = step_generator(c.seed, 777, step)
         idx = torch.randint(0, len(images), (c.vae_batch_size,), generator=g)
         ys = torch.randint(0, grids.resolution - crop + 1, (c.vae_batch_size,), generator=g)
         xs = torch.randint(0, grids.resolution - crop + 1, (c.vae_batch_size,), generator=g)
@@ -584,7 +539,7 @@ def _train_decoder(c: MVGenTrainConfig) -> MVGenTrainResult:
     for step in range(c.vae_steps):
         for group in opt.param_groups:
             group["lr"] = c.vae_lr * lr_at(step)
-        g = torch.Generator().manual_seed(_mix(c.seed, 778, step))
+        g = step_generator(c.seed, 778, step)
         idx = torch.randint(0, len(images), (c.vae_batch_size,), generator=g)
         ys = torch.randint(0, grids.resolution - crop + 1, (c.vae_batch_size,), generator=g)
         xs = torch.randint(0, grids.resolution - crop + 1, (c.vae_batch_size,), generator=g)
@@ -666,8 +621,11 @@ def _latent_cache(vae, grids, flat, out: Path, accelerator, fit_scale: bool) -> 
         vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
     scale = float(vae.config.scaling_factor)
     if accelerator.is_main_process:
-        save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(path))
-        meta_path.write_text(json.dumps({"paths": paths, "resolution": grids.resolution, "scaling_factor": scale}))
+        with atomic_path(path) as tmp:
+            save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(tmp))
+        write_text_atomic(
+            meta_path, json.dumps({"paths": paths, "resolution": grids.resolution, "scaling_factor": scale})
+        )
     return _LatentCache(mean, std, captions, len(grids), scale)
 
 
@@ -700,22 +658,6 @@ def _encode(te1, te2, ids1: torch.Tensor, ids2: torch.Tensor) -> tuple[torch.Ten
 # validation, checkpoints, saving
 
 
-class _ema_weights:
-    """Context: the EMA weights in the live parameters (no-op without EMA)."""
-
-    def __init__(self, ema, params):
-        self.ema, self.params = ema, params
-
-    def __enter__(self):
-        if self.ema is not None:
-            self.ema.store(self.params)
-            self.ema.copy_to(self.params)
-
-    def __exit__(self, *exc):
-        if self.ema is not None:
-            self.ema.restore(self.params)
-
-
 def _pipeline(comps: dict, accelerator):
     from diffusers import StableDiffusionXLPipeline
 
@@ -723,65 +665,14 @@ def _pipeline(comps: dict, accelerator):
     return StableDiffusionXLPipeline(**parts)
 
 
-def validation_images(pipe, prompts, resolution: int, steps: int, guidance: float, seed: int) -> list:
-    """The validation samples: prompt ``i`` drawn with ``torch.Generator().manual_seed(seed + i)``.
-
-    Returns:
-        One ``[R, R, 3]`` float array in [0, 1] per prompt.
-    """
-    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
-    with torch.no_grad():
-        out = pipe(
-            prompt=list(prompts),
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            height=resolution,
-            width=resolution,
-            generator=gens,
-            output_type="np",
-        )
-    return list(out.images)
-
-
 def _validate(c: MVGenTrainConfig, comps, accelerator, resolution: int, step: int, out: Path) -> Path:
-    from PIL import Image
-
-    prompts = c.val_prompts or _default_val_prompts()
+    prompts = c.val_prompts or default_val_prompts()
     pipe = _pipeline(comps, accelerator)
     pipe.set_progress_bar_config(disable=True)
     images = validation_images(pipe, prompts, resolution, c.val_inference_steps, c.val_guidance, c.seed)
-    folder = out / "val" / f"step_{step:06d}"
-    folder.mkdir(parents=True, exist_ok=True)
     settings = {"prompts": list(prompts), "resolution": resolution, "steps": c.val_inference_steps,
                 "guidance": c.val_guidance, "seed": c.seed}  # fmt: skip
-    (out / "val" / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
-    tiles = [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
-    for i, t in enumerate(tiles):
-        Image.fromarray(t).save(folder / f"{i:02d}.png")
-    cols = min(4, len(tiles))
-    rows = math.ceil(len(tiles) / cols)
-    mosaic = np.full((rows * resolution, cols * resolution, 3), 255, np.uint8)
-    for i, t in enumerate(tiles):
-        r, k = divmod(i, cols)
-        mosaic[r * resolution : (r + 1) * resolution, k * resolution : (k + 1) * resolution] = t
-    Image.fromarray(mosaic).save(out / "val" / f"step_{step:06d}.png")
-    return folder
-
-
-def _latest_checkpoint(root: Path) -> Path | None:
-    done = sorted(p for p in root.glob("step_*") if (p / "state.json").is_file()) if root.is_dir() else []
-    return done[-1] if done else None
-
-
-def _checkpoint(accelerator, root: Path, step: int, keep: int) -> None:
-    folder = root / f"step_{step:06d}"
-    accelerator.save_state(str(folder))
-    if accelerator.is_main_process:
-        (folder / "state.json").write_text(json.dumps({"step": step}) + "\n")
-        done = sorted(p for p in root.glob("step_*") if (p / "state.json").is_file())
-        for old in done[: max(0, len(done) - max(keep, 1))]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+    return write_validation(out, step, images, settings)
 
 
 def _save_final(c: MVGenTrainConfig, comps: dict, accelerator, out: Path) -> Path:
@@ -797,8 +688,6 @@ def _save_final(c: MVGenTrainConfig, comps: dict, accelerator, out: Path) -> Pat
         folder = out / "lora"
         StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
         return folder
-    from fourview.mvgen.tokenizer import save_compact_tokenizer
-
     pipe = _pipeline(comps, accelerator)
     folder = out / "final"
     if c.save_dtype == "float16":
