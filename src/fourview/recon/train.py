@@ -55,6 +55,7 @@ from fourview.atomic import write_text_atomic
 from fourview.errors import InputError
 from fourview.recon.config import ReconConfig, recon_preset
 from fourview.recon.dataset import ObjectBatch, ObjectBatchSampler, RenderedObjects, collate_objects
+from fourview.recon.loading import init_config, load_init_weights
 from fourview.recon.losses import (
     LossConfig,
     PerceptualLoss,
@@ -421,8 +422,6 @@ def _train(cfg: TrainConfig) -> TrainResult:
         raise InputError("mixed_precision 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on a CPU")
     recon_cfg = cfg.recon_config()
     if cfg.init_from is not None:
-        from fourview.recon.loading import init_config
-
         recon_cfg = init_config(recon_cfg, cfg.init_from)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -465,8 +464,6 @@ def _train(cfg: TrainConfig) -> TrainResult:
     with seeded_initialisation(cfg.seed):
         model = Reconstructor(recon_cfg)
     if cfg.init_from is not None:
-        from fourview.recon.loading import load_init_weights
-
         report = load_init_weights(model, cfg.init_from)
         if main:
             logger.info("init from %s: %s", cfg.init_from, report.summary())
