@@ -35,17 +35,9 @@ import torch
 import trimesh
 
 from fourview.data.assets import load_asset
-from fourview.data.synthetic import (
-    SHAPES,
-    build_asset,
-    canonical_mesh,
-    caption,
-    nearest_colour,
-    sample_spec,
-    surface_albedo,
-    voxel_iou,
-    voxelize,
-)
+from fourview.data.synthetic import SHAPES, build_asset, caption, sample_spec
+from fourview.evaluation.adherence import canonical_mesh, nearest_colour, surface_albedo, voxelize
+from fourview.evaluation.geometry import voxel_iou
 from fourview.mesh import MeshAsset
 
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from bench_prompt_adherence import report, score
 
 from fourview.data.assets import load_asset
-from fourview.data.synthetic import COLOURS, SHAPES, canonical_mesh, voxelize
+from fourview.data.synthetic import COLOURS, SHAPES
+from fourview.evaluation.adherence import canonical_mesh, voxelize
 
 
 def _words(caption: str) -> tuple[str, str]:

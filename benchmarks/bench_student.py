@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fourview.data.synthetic import COLOURS, build_asset, caption, nearest_colour, sample_spec
+from fourview.data.synthetic import COLOURS, build_asset, caption, sample_spec
+from fourview.evaluation.adherence import nearest_colour
 
 
 def dominant_colour(views: np.ndarray, quant: int = 32) -> str:

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fourview.data.synthetic import COLOURS, nearest_colour
+from fourview.data.synthetic import COLOURS
+from fourview.evaluation.adherence import nearest_colour
 from fourview.mvgen.dataset import load_image
 
 

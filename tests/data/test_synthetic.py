@@ -15,7 +15,8 @@ import trimesh
 from fourview.data import primitives as P
 from fourview.data import synthetic as S
 from fourview.errors import InputError
-from fourview.mesh import Material, MeshAsset, MeshPart, linear_to_srgb, srgb_to_linear
+from fourview.evaluation.adherence import nearest_colour, srgb_to_lab, surface_albedo
+from fourview.mesh import MeshPart, linear_to_srgb, srgb_to_linear
 
 REQUIRED_SHAPES = {"mug", "table", "chair", "lamp", "tree", "house", "snowman", "mushroom", "car"}
 
@@ -41,19 +42,11 @@ def test_colour_table_is_large_distinct_and_self_nearest():
     assert len(set(values)) == len(values)
     for rgb in values:
         assert len(rgb) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)
-    lab = S._srgb_to_lab(np.array(values) / 255.0)
+    lab = srgb_to_lab(np.array(values) / 255.0)
     dist = np.linalg.norm(lab[:, None] - lab[None], axis=-1) + np.eye(len(values)) * 1e9
     assert dist.min() > 30.0, f"closest colours only {dist.min():.1f} Delta E apart"
     for name, rgb in S.COLOURS.items():
-        assert S.nearest_colour(np.array(rgb) / 255.0) == name
-
-
-def test_lab_conversion_matches_reference_values():
-    # D65 reference values: white is L*=100, mid grey 50% sRGB is L*=53.39, pure red (53.24, 80.09, 67.20).
-    lab = S._srgb_to_lab(np.array([[1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [1.0, 0.0, 0.0]]))
-    np.testing.assert_allclose(lab[0], [100.0, 0.0, 0.0], atol=0.05)
-    np.testing.assert_allclose(lab[1], [53.39, 0.0, 0.0], atol=0.05)
-    np.testing.assert_allclose(lab[2], [53.24, 80.09, 67.20], atol=0.1)
+        assert nearest_colour(np.array(rgb) / 255.0) == name
 
 
 def test_shape_tables_are_consistent():
@@ -246,21 +239,6 @@ def test_fronts_face_plus_z_and_up_is_plus_y():
 # ---- colour dominance -------------------------------------------------------------------------
 
 
-def test_surface_albedo_matches_a_hand_computed_mean():
-    # A unit square whose texture is red on the left 3/4 and blue on the right 1/4, plus a second
-    # part (a square twice the area) with no texture and a linear base colour of grey 0.2.
-    tex = np.zeros((8, 8, 3), np.float32)
-    tex[:, :6] = [1.0, 0.0, 0.0]
-    tex[:, 6:] = [0.0, 0.0, 1.0]
-    quad = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
-    faces = np.array([[0, 1, 2], [0, 2, 3]])
-    textured = MeshPart(quad, faces, Material("a", texture=tex), uv=quad[:, :2].copy())
-    plain = MeshPart(quad * np.float32(math.sqrt(2)), faces, Material("b", base_color=(0.2, 0.2, 0.2, 1.0)))
-    asset = MeshAsset("test", (textured, plain))
-    expected = linear_to_srgb(np.array([0.75 + 2 * 0.2, 2 * 0.2, 0.25 + 2 * 0.2]) / 3.0)
-    np.testing.assert_allclose(S.surface_albedo(asset, samples=200000), expected, atol=0.01)
-
-
 def test_every_shape_and_colour_is_dominated_by_its_primary_colour():
     # Every shape x every colour, patterns cycling, proportions at extreme corners.
     failures = []
@@ -268,9 +246,9 @@ def test_every_shape_and_colour_is_dominated_by_its_primary_colour():
         for j, colour in enumerate(S.COLOURS):
             pattern = S.PATTERNS[(i + j) % len(S.PATTERNS)]
             asset = S.build_asset(_spec_at_corner(shape, i * 31 + j, colour, pattern))
-            albedo = S.surface_albedo(asset, samples=4000)
-            if S.nearest_colour(albedo) != colour:
-                failures.append((shape, colour, pattern, S.nearest_colour(albedo), np.round(albedo * 255)))
+            albedo = surface_albedo(asset, samples=4000)
+            if nearest_colour(albedo) != colour:
+                failures.append((shape, colour, pattern, nearest_colour(albedo), np.round(albedo * 255)))
     assert not failures, failures
 
 
@@ -284,53 +262,7 @@ def test_patterns_keep_the_primary_colour_on_most_of_the_texture():
             if pattern != "plain":
                 assert primary < 0.95  # the pattern is there
             mean = linear_to_srgb(srgb_to_linear(tex).reshape(-1, 3).mean(axis=0))
-            assert S.nearest_colour(mean) == colour, (colour, pattern)
-
-
-# ---- canonical meshes and voxels --------------------------------------------------------------
-
-
-def test_voxelize_unites_overlapping_parts_and_matches_analytic_volumes():
-    ball = trimesh.creation.icosphere(subdivisions=4, radius=0.8)
-    occ = S.voxelize(ball, 32)
-    assert occ.shape == (32, 32, 32) and occ.dtype == bool
-    cell = (2.0 / 32) ** 3
-    assert occ.sum() * cell == pytest.approx(4 / 3 * math.pi * 0.8**3, rel=0.03)
-    a = trimesh.creation.box((1.0, 1.0, 1.0))
-    b = trimesh.creation.box((1.0, 1.0, 1.0))
-    b.apply_translation((0.25, 0.0, 0.0))
-    both = trimesh.util.concatenate([a, b])  # overlapping closed parts: ray parity alone gets this wrong
-    assert S.voxelize(both, 32).sum() * cell == pytest.approx(1.25, rel=0.02)
-    assert S.voxel_iou(S.voxelize(a, 32), S.voxelize(both, 32)) == pytest.approx(1 / 1.25, rel=0.02)
-    grown = S.voxelize(a, 32, dilation=1)
-    assert grown.sum() == pytest.approx(18**3 - 8 * 1 - 12 * 16, abs=0)  # 16^3 cube + faces, no corners/edges
-    assert np.all(grown[S.voxelize(a, 32)])
-
-
-def test_canonical_meshes_are_normalised_and_pairwise_different():
-    grids = {}
-    for shape in S.SHAPES:
-        mesh = S.canonical_mesh(shape)
-        assert np.linalg.norm(mesh.vertices, axis=1).max() == pytest.approx(1.0, abs=1e-5)
-        np.testing.assert_allclose(mesh.bounds.mean(axis=0), 0.0, atol=1e-5)
-        grids[shape] = S.voxelize(mesh, 32)
-        assert grids[shape].sum() > 100, shape
-    ious = {(a, b): S.voxel_iou(grids[a], grids[b]) for a, b in itertools.combinations(S.SHAPES, 2)}
-    worst = max(ious, key=ious.get)
-    assert ious[worst] < 0.9, f"{worst} overlap with voxel IoU {ious[worst]:.3f}"
-    with pytest.raises(InputError):
-        S.canonical_mesh("spaceship")
-
-
-def test_canonical_mesh_is_the_default_build():
-    asset = S.build_asset(S.SyntheticSpec("lamp", "red"))
-    verts = np.concatenate([p.verts for p in asset.parts]).astype(np.float64)
-    mesh = S.canonical_mesh("lamp")
-    assert np.allclose(
-        np.sort(np.unique(np.round(verts, 5), axis=0), axis=0),
-        np.sort(np.unique(np.round(mesh.vertices, 5), axis=0), axis=0),
-        atol=2e-5,
-    )
+            assert nearest_colour(mean) == colour, (colour, pattern)
 
 
 # ---- files ------------------------------------------------------------------------------------
@@ -359,13 +291,6 @@ def test_write_synthetic_writes_loadable_glbs_captions_and_specs(tmp_path):
             np.testing.assert_allclose(texture, part.material.texture, atol=1e-6)
             assert mat.metallicFactor == pytest.approx(part.material.metallic)
             assert mat.roughnessFactor == pytest.approx(part.material.roughness)
-
-
-def test_glb_bytes_are_deterministic(tmp_path):
-    asset = S.build_asset(S.sample_spec(9))
-    S.export_glb(asset, tmp_path / "a.glb")
-    S.export_glb(S.build_asset(S.sample_spec(9)), tmp_path / "b.glb")
-    assert (tmp_path / "a.glb").read_bytes() == (tmp_path / "b.glb").read_bytes()
 
 
 def test_write_synthetic_skips_complete_objects_and_redoes_incomplete_ones(tmp_path):

@@ -6,8 +6,11 @@ They are objects of the synthetic world (`fourview.data.synthetic`), written by
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from fourview.data.glb import export_glb
+from fourview.data.synthetic import SyntheticSpec, build_asset, caption
 from fourview.errors import InputError
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "example_assets"
@@ -29,10 +32,6 @@ def example_path(name: str) -> Path:
 
 def write_examples(out_dir: Path = EXAMPLES_DIR) -> list[Path]:
     """(Re)write the example objects into ``out_dir/NAME/{model.glb, caption.txt, spec.json}``."""
-    import json
-
-    from fourview.data.synthetic import SyntheticSpec, build_asset, caption, export_glb
-
     paths = []
     for i, (name, (shape, colour, pattern, finish)) in enumerate(EXAMPLES.items()):
         spec = SyntheticSpec(shape=shape, colour=colour, pattern=pattern, finish=finish, seed=i)

@@ -1,9 +1,9 @@
 """The synthetic world: procedural textured objects with captions.
 
 It trains the shipped demo models (stage 1: text -> 2x2 grid of views; stage 2: views -> 3D) and
-underlies the prompt-adherence benchmark: for a prompt such as "a red mug", the generated mesh's
-mean surface albedo (`surface_albedo`) must be nearest (`nearest_colour`) to ``COLOURS["red"]``,
-and its best match among the `canonical_mesh` of every shape by `voxel_iou` must be the mug.
+underlies the prompt-adherence benchmark (`fourview.evaluation.adherence`): for a prompt such as
+"a red mug", the generated mesh's mean surface albedo must be nearest to ``COLOURS["red"]``, and
+its best match among the canonical meshes of every shape by voxel IoU must be the mug.
 
 The world is designed for that test:
 
@@ -18,9 +18,9 @@ The world is designed for that test:
   +Y up, like `fourview.cameras`; the mug's handle is on its right (+X).
 
 A spec (`SyntheticSpec`) fixes everything about an object; `sample_spec(seed, split)` draws one,
-`build_asset(spec)` builds the `MeshAsset`, `caption(spec)` writes its text, and
-`write_synthetic` writes a folder of GLB files with captions and specs. All of it is
-deterministic per seed.
+`build_asset(spec)` builds the `MeshAsset` (its geometry from `fourview.data.shapes`),
+`caption(spec)` writes its text, and `write_synthetic` writes a folder of GLB files with captions
+and specs. All of it is deterministic per seed.
 
 Train/held-out split: the (shape, colour) pairs in `HELDOUT_COMBINATIONS` (34 of 240, 1/7) are
 never drawn for training; every shape and every colour has training partners, so the held-out set
@@ -32,31 +32,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import trimesh
 from tqdm import tqdm
 
-from fourview.data.primitives import (
-    Piece,
-    box,
-    capsule,
-    concatenate,
-    cylinder,
-    frustum,
-    prism,
-    revolve,
-    sphere,
-    torus,
-    weld,
-)
+from fourview.atomic import atomic_folder
+from fourview.data.glb import export_glb
+from fourview.data.primitives import Piece, concatenate
+from fourview.data.shapes import normaliser, shape_pieces
 from fourview.errors import InputError
-from fourview.mesh import Material, MeshAsset, MeshPart, linear_to_srgb, srgb_to_linear
+from fourview.mesh import Material, MeshAsset, MeshPart
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (200, 30, 35),
@@ -175,7 +163,8 @@ PROPORTIONS: dict[str, dict[str, tuple[float, float, float]]] = {
     "bed": {"width": (1.2, 1.5, 1.9), "length": (1.9, 2.1, 2.4), "headboard_height": (0.3, 0.55, 0.8)},
 }
 """Per shape, each proportion's (low, default, high) in object units before normalisation.
-`sample_spec` draws uniformly in [low, high]; `canonical_mesh` uses the defaults."""
+`sample_spec` draws uniformly in [low, high]; the canonical meshes of the adherence benchmark use the
+defaults."""
 
 # Caption phrases for proportions near the ends of their range: (proportion, low phrase, high
 # phrase). Phrases starting with "with " go after the noun, the others before the colour.
@@ -426,8 +415,8 @@ def build_asset(spec: SyntheticSpec, texture_size: int = TEXTURE_SIZE) -> MeshAs
     """
     if not isinstance(texture_size, (int, np.integer)) or texture_size < 4:
         raise InputError(f"texture size must be an integer >= 4 pixels, got {texture_size!r}")
-    body, accent = _shape_pieces(spec.shape, spec.params)
-    centre, scale = _normaliser([p.verts for p in body + accent])
+    body, accent = shape_pieces(spec.shape, spec.params)
+    centre, scale = normaliser(body + accent)
     metallic, roughness = FINISH_MATERIAL[spec.finish]
     tex = _pattern_texture(spec.pattern, COLOURS[spec.colour], spec.seed, texture_size)
     parts = [
@@ -447,110 +436,6 @@ def build_asset(spec: SyntheticSpec, texture_size: int = TEXTURE_SIZE) -> MeshAs
     return MeshAsset(name=f"{spec.colour}_{spec.shape}_{spec.seed:06d}", parts=tuple(parts))
 
 
-def canonical_mesh(shape: str) -> trimesh.Trimesh:
-    """Reference geometry of a shape: default proportions, normalised like `build_asset`.
-
-    Returns:
-        An untextured mesh with vertices welded by position: a union of closed, outward-facing
-        components (one per primitive; they may overlap, so use `voxelize`, which handles that,
-        rather than ``contains`` on the whole mesh).
-    """
-    if shape not in SHAPES:
-        raise InputError(f"unknown synthetic shape {shape!r}; expected one of {', '.join(SHAPES)}")
-    body, accent = _shape_pieces(shape, {k: v[1] for k, v in PROPORTIONS[shape].items()})
-    centre, scale = _normaliser([p.verts for p in body + accent])
-    whole = concatenate(body + accent)
-    verts, faces = weld((whole.verts - centre) * scale, whole.faces)
-    return trimesh.Trimesh(verts, faces, process=False)
-
-
-def voxelize(mesh: trimesh.Trimesh, resolution: int = 32, dilation: int = 0) -> np.ndarray:
-    """Occupancy of a normalised mesh on a grid over [-1, 1]^3.
-
-    Each connected component is tested on its own (ray parity, trimesh ``contains``) and the
-    results are united, so overlapping closed parts (as in `canonical_mesh`) come out right.
-
-    Args:
-        mesh: a mesh in the object frame (inside the unit ball).
-        resolution: cells per side.
-        dilation: grow the occupancy by this many cells (6-connected), which makes IoU forgiving
-            of thin parts (legs, shafts) that are a cell or two off.
-
-    Returns:
-        [R, R, R] bool, indexed (x, y, z), cell centres at ``(i + 0.5) / R * 2 - 1``.
-    """
-    c = (np.arange(resolution) + 0.5) / resolution * 2.0 - 1.0
-    grid = np.stack(np.meshgrid(c, c, c, indexing="ij"), axis=-1).reshape(-1, 3)  # [R^3, 3]
-    occupied = np.zeros(len(grid), dtype=bool)
-    for part in mesh.split(only_watertight=False):
-        lo, hi = part.bounds
-        near = np.flatnonzero(((grid >= lo) & (grid <= hi)).all(axis=1))
-        if len(near):
-            occupied[near] |= part.contains(grid[near])
-    occupied = occupied.reshape(resolution, resolution, resolution)
-    if dilation > 0:
-        from scipy.ndimage import binary_dilation
-
-        occupied = binary_dilation(occupied, iterations=dilation)
-    return occupied
-
-
-def voxel_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean occupancy grids of the same shape (0 if both empty)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
-def surface_albedo(asset: MeshAsset, samples: int = 20000, seed: int = 0) -> np.ndarray:
-    """Area-weighted mean albedo of an asset's surface, as sRGB.
-
-    The mean is taken in linear space (`fourview.mesh`: ``srgb_to_linear(texture or vertex
-    colour) * base_color``) over ``samples`` points drawn uniformly over the surface area with a
-    fixed ``seed`` (Monte Carlo; the standard error is about 0.002 at the default), then encoded
-    as sRGB. Textures are sampled at the nearest texel.
-
-    Returns:
-        [3] float64 sRGB in [0, 1].
-    """
-    tris, uvs, sources = [], [], []
-    for k, part in enumerate(asset.parts):
-        tris.append(part.verts[part.faces].astype(np.float64))  # [F, 3, 3]
-        uvs.append(part.uv[part.faces] if part.uv is not None else np.zeros((len(part.faces), 3, 2)))
-        sources.append(np.full(len(part.faces), k))
-    tri = np.concatenate(tris)
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)  # [F]
-    if area.sum() <= 0:
-        raise InputError(f"asset {asset.name!r} has no surface area")
-    rng = np.random.default_rng(seed)
-    face = rng.choice(len(area), size=samples, p=area / area.sum())  # [S]
-    r1, r2 = np.sqrt(rng.random(samples)), rng.random(samples)
-    bary = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], axis=1)  # [S, 3] uniform over a triangle
-    uv = np.einsum("sk,skj->sj", bary, np.concatenate(uvs)[face])  # [S, 2]
-    part_of = np.concatenate(sources)[face]
-    local = face - np.concatenate([[0], np.cumsum([len(p.faces) for p in asset.parts])])[part_of]
-    colour = np.ones((samples, 3))
-    for k, part in enumerate(asset.parts):
-        sel = part_of == k
-        tex, mat = part.material.texture, part.material
-        if tex is not None and part.uv is not None:
-            h, w = tex.shape[:2]
-            col = np.clip((uv[sel, 0] * w).astype(int), 0, w - 1)
-            row = np.clip(((1.0 - uv[sel, 1]) * h).astype(int), 0, h - 1)
-            colour[sel] = srgb_to_linear(tex[row, col, :3])
-        elif part.vertex_colors is not None:
-            vc = part.vertex_colors[part.faces[local[sel]]]  # [s, 3, 3]
-            colour[sel] = srgb_to_linear(np.einsum("sk,skj->sj", bary[sel], vc))
-        colour[sel] *= np.asarray(mat.base_color[:3])
-    return linear_to_srgb(colour.mean(axis=0)).astype(np.float64)
-
-
-def nearest_colour(srgb: np.ndarray) -> str:
-    """The `COLOURS` word nearest to an sRGB colour in [0, 1], by CIELAB distance (Delta E 1976)."""
-    lab = _srgb_to_lab(np.asarray(srgb, dtype=np.float64).reshape(1, 3))
-    table = _srgb_to_lab(np.array(list(COLOURS.values()), dtype=np.float64) / 255.0)
-    return list(COLOURS)[int(np.linalg.norm(table - lab, axis=1).argmin())]
-
-
 def write_synthetic(
     out_dir: str | Path, count: int, seed: int, split: Split = "train", progress: bool = True
 ) -> list[Path]:
@@ -561,7 +446,8 @@ def write_synthetic(
     PBR materials), ``caption.txt`` (one line) and ``spec.json`` (`SyntheticSpec.to_dict`). Each
     folder is written in a temporary folder beside it and renamed into place, so a folder either
     is complete or does not exist; complete folders are skipped, which makes an interrupted run
-    resumable. A crash can leave a hidden ``.synth_*`` temporary folder behind; it is never read.
+    resumable. A crash can leave a hidden temporary folder behind (``.synth_*.fourview-tmp-*``); it
+    is never read, and the next run in ``out_dir`` removes it (`fourview.atomic.atomic_folder`).
 
     Args:
         out_dir: output folder, created if missing.
@@ -597,21 +483,15 @@ def write_synthetic(
         if _complete(final):
             continue
         spec = sample_spec(seed + i, split)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
         try:
-            export_glb(build_asset(spec), tmp / "model.glb")
-            (tmp / "caption.txt").write_text(caption(spec) + "\n", encoding="utf-8")
-            (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1) + "\n", encoding="utf-8")
-            if final.exists():  # an incomplete folder from an older, non-atomic writer
-                shutil.rmtree(final)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not _complete(final):  # not a concurrent writer finishing first: a real failure
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            # overwrite: an incomplete folder (from an older, non-atomic writer) is replaced whole.
+            with atomic_folder(final, overwrite=True) as tmp:
+                export_glb(build_asset(spec), tmp / "model.glb")
+                (tmp / "caption.txt").write_text(caption(spec) + "\n", encoding="utf-8")
+                (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1) + "\n", encoding="utf-8")
+        except InputError:
+            if not _complete(final):  # not a concurrent writer finishing first: a real failure
+                raise
     return paths
 
 
@@ -622,38 +502,9 @@ def _complete(folder: Path) -> bool:
     return all((folder / f).is_file() and (folder / f).stat().st_size > 0 for f in _FILES)
 
 
-def export_glb(asset: MeshAsset, path: Path) -> None:
-    """Write an asset as binary glTF: one node per part, PBR material with a base colour texture."""
-    from PIL import Image
-    from trimesh.visual.material import PBRMaterial
-    from trimesh.visual.texture import TextureVisuals
-
-    scene = trimesh.Scene()
-    for part in asset.parts:
-        mat = part.material
-        image = Image.fromarray(np.round(np.clip(mat.texture[..., :3], 0, 1) * 255).astype(np.uint8))
-        pbr = PBRMaterial(
-            name=mat.name,
-            baseColorTexture=image,
-            baseColorFactor=[float(c) for c in mat.base_color],
-            metallicFactor=float(mat.metallic),
-            roughnessFactor=float(mat.roughness),
-        )
-        mesh = trimesh.Trimesh(part.verts, part.faces, visual=TextureVisuals(uv=part.uv, material=pbr), process=False)
-        scene.add_geometry(mesh, geom_name=mat.name, node_name=mat.name)
-    path.write_bytes(scene.export(file_type="glb"))
-
-
 def _check_split(split: str) -> None:
     if split not in ("train", "heldout"):
         raise InputError(f"unknown split {split!r}; expected 'train' or 'heldout'")
-
-
-def _normaliser(vert_arrays: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """Centre of the bounding box and the scale that puts the farthest vertex at distance 1."""
-    verts = np.concatenate(vert_arrays)
-    centre = (verts.min(axis=0) + verts.max(axis=0)) / 2.0
-    return centre, 1.0 / float(np.linalg.norm(verts - centre, axis=1).max())
 
 
 def _part(piece: Piece, centre: np.ndarray, scale: float, material: Material) -> MeshPart:
@@ -697,284 +548,3 @@ def _pattern_texture(pattern: str, colour: tuple[int, int, int], seed: int, size
             second = primary + lighten * (1.0 - primary)
     img = np.where(mask[..., None], second, primary)  # [size, size, 3]
     return (np.round(img * 255.0) / 255.0).astype(np.float32)
-
-
-def _srgb_to_lab(srgb: np.ndarray) -> np.ndarray:
-    """[N, 3] sRGB in [0, 1] to CIELAB (D65 white): [N, 3] (L*, a*, b*)."""
-    lin = srgb_to_linear(np.clip(srgb, 0.0, 1.0)).astype(np.float64)
-    m = np.array(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
-    )
-    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
-    d = 6.0 / 29.0
-    f = np.where(xyz > d**3, np.cbrt(xyz), xyz / (3 * d * d) + 4.0 / 29.0)
-    return np.stack([116.0 * f[:, 1] - 16.0, 500.0 * (f[:, 0] - f[:, 1]), 200.0 * (f[:, 1] - f[:, 2])], axis=1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Shapes. Each builder takes the proportions (object units, +Y up, front +Z, standing on y = 0)
-# and returns (body pieces, accent pieces); `build_asset` normalises afterwards.
-
-Pieces = tuple[list[Piece], list[Piece]]
-
-
-def _shape_pieces(shape: str, p: dict[str, float]) -> Pieces:
-    if shape == "mug":
-        return _mug(p)
-    elif shape == "table":
-        return _table(p)
-    elif shape == "chair":
-        return _chair(p)
-    elif shape == "lamp":
-        return _lamp(p)
-    elif shape == "tree":
-        return _tree(p)
-    elif shape == "house":
-        return _house(p)
-    elif shape == "snowman":
-        return _snowman(p)
-    elif shape == "mushroom":
-        return _mushroom(p)
-    elif shape == "car":
-        return _car(p)
-    elif shape == "vase":
-        return _vase(p)
-    elif shape == "bottle":
-        return _bottle(p)
-    elif shape == "bench":
-        return _bench(p)
-    elif shape == "rocket":
-        return _rocket(p)
-    elif shape == "cactus":
-        return _cactus(p)
-    elif shape == "barrel":
-        return _barrel(p)
-    elif shape == "bowl":
-        return _bowl(p)
-    elif shape == "sofa":
-        return _sofa(p)
-    elif shape == "dumbbell":
-        return _dumbbell(p)
-    elif shape == "umbrella":
-        return _umbrella(p)
-    elif shape == "bed":
-        return _bed(p)
-    raise InputError(f"unknown synthetic shape {shape!r}; expected one of {', '.join(SHAPES)}")
-
-
-def _legs(x: float, z: float, length: float, thickness: float) -> list[Piece]:
-    """Four square legs standing on y = 0 at (+-x, +-z), reaching ``length`` (+1% into what they hold)."""
-    leg = box(thickness, length * 1.01, thickness).moved(y=length * 1.01 / 2)
-    return [leg.moved(sx * x, 0.0, sz * z) for sx in (-1, 1) for sz in (-1, 1)]
-
-
-def _mug(p: dict[str, float]) -> Pieces:
-    h, r, wall = p["height"], 0.5, 0.08
-    body = revolve(
-        np.array([[0, 0], [r, 0], [r, h], [r - wall, h], [r - wall, 0.1], [0, 0.1]]), 28, creases=(1, 2, 3, 4)
-    )
-    # A half torus on the right (+X), standing in the XY plane, its ends buried in the wall.
-    handle = torus(p["handle_size"] * h, p["handle_thickness"], sections=14, tube_sections=8, arc_deg=180.0)
-    handle = handle.rotated("y", 180.0).rotated("x", 90.0).moved(r - 0.01, h / 2, 0.0)
-    return [body, handle], []
-
-
-def _table(p: dict[str, float]) -> Pieces:
-    w, d, length, t = p["width"], p["depth"], p["leg_length"], p["leg_thickness"]
-    top = box(w, 0.1, d).moved(y=length + 0.05)
-    return [top] + _legs(w / 2 - t, d / 2 - t, length, t), []
-
-
-def _chair(p: dict[str, float]) -> Pieces:
-    length, bh, t = p["leg_length"], p["back_height"], p["leg_thickness"]
-    seat = box(1.0, 0.1, 1.0).moved(y=length + 0.05)
-    back = box(1.0, bh, 0.1).moved(0.0, length + 0.1 + bh / 2 - 0.01, -0.45)  # behind the seat: front is +Z
-    return [seat, back] + _legs(0.5 - t / 2, 0.5 - t / 2, length, t), []
-
-
-def _lamp(p: dict[str, float]) -> Pieces:
-    pole, sr, sh = p["pole_height"], p["shade_radius"], p["shade_height"]
-    base = frustum(0.4, 0.34, 0.08, 24)
-    stem = cylinder(0.035, pole, 10).moved(y=0.07)
-    shade = frustum(sr, 0.6 * sr, sh, 24).moved(y=0.08 + pole - 0.6 * sh)
-    return [base, shade], [stem]
-
-
-def _tree(p: dict[str, float]) -> Pieces:
-    cs, th, tr = p["crown_size"], p["trunk_height"], p["trunk_radius"]
-    trunk = cylinder(tr, th + 0.5 * cs, 12)
-    cy = th + 0.9 * cs
-    crown = [sphere(cs, 14, 9).moved(y=cy)]
-    for az in (45.0, 135.0, 225.0, 315.0):  # four lobes, so every rig view sees a lumpy crown
-        a = math.radians(az)
-        crown.append(sphere(0.62 * cs, 12, 7).moved(0.62 * cs * math.sin(a), cy - 0.2 * cs, 0.62 * cs * math.cos(a)))
-    return crown, [trunk]
-
-
-def _house(p: dict[str, float]) -> Pieces:
-    w, wh, rh, d = p["width"], p["wall_height"], p["roof_height"], 1.4
-    walls = box(w, wh, d).moved(y=wh / 2)
-    roof = prism(np.array([[-d / 2 - 0.12, wh - 0.02], [d / 2 + 0.12, wh - 0.02], [0.0, wh + rh]]), w + 0.2)
-    chimney = box(0.2, 0.6 * rh, 0.2).moved(0.28 * w, wh + 0.55 * rh, -0.2 * d)
-    door = box(0.32, 0.6, 0.04).moved(0.0, 0.3, d / 2 + 0.01)  # the front (+Z) wall
-    windows = [box(0.3, 0.28, 0.04).moved(sx * 0.3 * w, 0.6 * wh, d / 2 + 0.01) for sx in (-1, 1)]
-    return [walls, roof, chimney], [door] + windows
-
-
-def _snowman(p: dict[str, float]) -> Pieces:
-    r0 = 0.6
-    r1 = r0 * p["body_ratio"]
-    r2 = r1 * p["head_ratio"]
-    y0 = r0
-    y1 = y0 + r0 + 0.6 * r1
-    y2 = y1 + r1 + 0.6 * r2
-    balls = [sphere(r0, 16, 10).moved(y=y0), sphere(r1, 16, 10).moved(y=y1), sphere(r2, 14, 9).moved(y=y2)]
-    hat_y = y2 + 0.75 * r2
-    brim = cylinder(0.95 * r2, 0.05, 16).moved(y=hat_y)
-    crown = cylinder(0.6 * r2, p["hat_height"] * r2, 16).moved(y=hat_y + 0.04)
-    nose = frustum(0.12 * r2, 0.0, 0.6 * r2, 8).rotated("x", 90.0).moved(0.0, y2, 0.9 * r2)  # points +Z
-    return balls, [brim, crown, nose]
-
-
-def _mushroom(p: dict[str, float]) -> Pieces:
-    cr, ch, sh, sr = p["cap_radius"], p["cap_height"], p["stem_height"], p["stem_radius"]
-    stem = frustum(1.15 * sr, sr, sh, 16)
-    y0 = sh - 0.05
-    phi = np.linspace(0.0, math.pi / 2, 9)
-    dome = np.stack([cr * np.cos(phi), y0 + ch * np.sin(phi)], axis=1)
-    dome[-1, 0] = 0.0
-    cap = revolve(np.concatenate([[[0.0, y0]], dome]), 24, creases=(1,))
-    return [stem, cap], []
-
-
-def _car(p: dict[str, float]) -> Pieces:
-    length, chh, cl = p["length"], p["cabin_height"], p["cabin_length"]
-    w = 1.0
-    hull = box(w, 0.42, length).moved(y=0.39)
-    z0, z1 = -0.4 * length, (-0.4 + cl) * length  # cabin towards the back: the bonnet points +Z
-    yb, yt = 0.59, 0.6 + chh
-    cabin = prism(np.array([[z0, yb], [z1, yb], [z1 - 0.35 * chh, yt], [z0 + 0.15 * chh, yt]]), 0.88 * w)
-    wheel = cylinder(0.21, 0.16, 16).moved(y=-0.08).rotated("z", 90.0)  # axle along X
-    wheels = [wheel.moved(sx * (w / 2 - 0.04), 0.21, sz * 0.3 * length) for sx in (-1, 1) for sz in (-1, 1)]
-    return [hull, cabin], wheels
-
-
-def _vase(p: dict[str, float]) -> Pieces:
-    from scipy.interpolate import PchipInterpolator
-
-    h, belly, neck = p["height"], p["belly"], p["neck"]
-    lip = 1.35 * neck
-    radius = PchipInterpolator([0.0, 0.35, 0.8, 1.0], [0.32, belly, neck, lip])
-    t = np.linspace(0.0, 1.0, 14)
-    outer = np.stack([radius(t), h * t], axis=1)
-    inner = np.array([[lip - 0.04, h], [0.8 * neck, h - 0.18], [0.0, h - 0.22]])
-    profile = np.concatenate([[[0.0, 0.0]], outer, inner])
-    return [revolve(profile, 28, creases=(1, 14, 15))], []
-
-
-def _bottle(p: dict[str, float]) -> Pieces:
-    bh, nl, sh = p["body_height"], p["neck_length"], p["shoulder"]
-    r, rn = 0.35, 0.11
-    phi = np.linspace(0.0, math.pi / 2, 6)
-    shoulder = np.stack([rn + (r - rn) * np.cos(phi), bh + sh * np.sin(phi)], axis=1)
-    top = bh + sh + nl
-    profile = np.concatenate([[[0.0, 0.0], [r, 0.0]], shoulder, [[rn, top], [0.0, top]]])
-    body = revolve(profile, 24, creases=(1, 7, 8))
-    cap = cylinder(0.13, 0.14, 16).moved(y=top - 0.03)
-    return [body], [cap]
-
-
-def _bench(p: dict[str, float]) -> Pieces:
-    length, bh, sh = p["length"], p["back_height"], p["seat_height"]
-    seat = box(length, 0.08, 0.55).moved(y=sh)
-    sides = [box(0.08, sh, 0.5).moved(sx * (length / 2 - 0.2), sh / 2, 0.0) for sx in (-1, 1)]
-    back = box(length, bh, 0.06).moved(0.0, sh + 0.15 + bh / 2, -0.28)  # backrest behind: front is +Z
-    posts = [box(0.08, bh + 0.17, 0.06).moved(sx * (length / 2 - 0.2), sh + (bh + 0.17) / 2, -0.32) for sx in (-1, 1)]
-    return [seat, back] + sides + posts, []
-
-
-def _rocket(p: dict[str, float]) -> Pieces:
-    bh, nh, fs = p["body_height"], p["nose_height"], p["fin_size"]
-    body = cylinder(0.3, bh, 24)
-    nose = frustum(0.3, 0.0, nh, 24).moved(y=bh - 0.01)
-    fin = prism(np.array([[0.2, 0.0], [0.3 + fs, -0.1], [0.3 + 0.3 * fs, 1.2 * fs], [0.2, 1.6 * fs]]), 0.05)
-    fins = [fin.rotated("y", az) for az in (45.0, 135.0, 225.0, 315.0)]
-    nozzle = frustum(0.26, 0.18, 0.15, 16).moved(y=-0.14)
-    return [body, nose] + fins, [nozzle]
-
-
-def _cactus(p: dict[str, float]) -> Pieces:
-    h, ah, reach, al = p["height"], p["arm_height"], p["arm_reach"], p["arm_length"]
-    ra = 0.16
-    trunk = capsule(0.25, h, 14, 4)
-    pieces = [trunk]
-    for side, y, length in ((1.0, ah * h, al), (-1.0, (ah + 0.12) * h, 0.8 * al)):
-        # Out along +-X, ending inside the upright part (no shared vertices between the two).
-        arm = capsule(ra, reach + 0.6 * ra, 12, 3).rotated("z", -90.0 * side).moved(y=y)
-        up = capsule(ra, length + ra, 12, 3).moved(side * reach, y - ra, 0.0)
-        pieces += [arm, up]
-    return pieces, []
-
-
-def _barrel(p: dict[str, float]) -> Pieces:
-    h, bulge = p["height"], p["bulge"]
-    t = np.linspace(0.0, 1.0, 11)
-    radius = 0.42 + bulge * np.sin(math.pi * t)
-    profile = np.concatenate([[[0.0, 0.0]], np.stack([radius, h * t], axis=1), [[0.0, h]]])
-    body = revolve(profile, 28, creases=(1, 11))
-    hoops = [torus(0.42 + bulge * math.sin(math.pi * s), 0.025, 28, 6).moved(y=s * h) for s in (0.15, 0.85)]
-    return [body], hoops
-
-
-def _bowl(p: dict[str, float]) -> Pieces:
-    depth, foot = p["depth"], p["foot"]
-    rim, wall, fh = 1.0, 0.06, 0.06
-    phi0 = math.asin(foot / rim)
-    phi = np.linspace(phi0, math.pi / 2, 9)
-    outer = np.stack([rim * np.sin(phi), fh + depth * (1.0 - np.cos(phi))], axis=1)
-    phi_in = np.linspace(math.pi / 2, 0.0, 9)
-    inner = np.stack([(rim - wall) * np.sin(phi_in), fh + wall + (depth - wall) * (1.0 - np.cos(phi_in))], axis=1)
-    inner[-1, 0] = 0.0
-    profile = np.concatenate([[[0.0, 0.0], [foot, 0.0]], outer, inner])
-    return [revolve(profile, 32, creases=(1, 2, 10, 11))], []
-
-
-def _sofa(p: dict[str, float]) -> Pieces:
-    w, bh, ah = p["width"], p["back_height"], p["arm_height"]
-    d = 0.95
-    base = box(w, 0.35, d).moved(y=0.275)
-    back = box(w, bh + 0.35, 0.25).moved(0.0, 0.1 + (bh + 0.35) / 2, -d / 2 + 0.125)  # back at -Z: front is +Z
-    arms = [box(0.22, 0.35 + ah, d).moved(sx * (w / 2 - 0.11), 0.1 + (0.35 + ah) / 2, 0.0) for sx in (-1, 1)]
-    legs = _legs(w / 2 - 0.1, d / 2 - 0.1, 0.1, 0.08)
-    return [base, back] + arms, legs
-
-
-def _dumbbell(p: dict[str, float]) -> Pieces:
-    bl, wr, ww = p["bar_length"], p["weight_radius"], p["weight_width"]
-    grip = bl - 2.0 * ww + 0.1  # the bar only spans the gap between the weights (+0.05 into each)
-    bar = cylinder(0.045, grip, 12).moved(y=-grip / 2).rotated("z", 90.0).moved(y=wr)
-    plate = cylinder(wr, ww, 24).moved(y=-ww / 2).rotated("z", 90.0)
-    plates = [plate.moved(sx * (bl / 2 - ww / 2), wr, 0.0) for sx in (-1, 1)]
-    return plates, [bar]
-
-
-def _umbrella(p: dict[str, float]) -> Pieces:
-    cr, ch, sl = p["canopy_radius"], p["canopy_height"], p["shaft_length"]
-    phi = np.linspace(0.0, math.pi / 2, 7)
-    under = np.stack([0.97 * cr * np.sin(phi), 0.75 * ch * np.cos(phi)], axis=1)  # axis -> rim, underneath
-    over = np.stack([cr * np.sin(phi[::-1]), ch * np.cos(phi[::-1])], axis=1)  # rim -> axis, on top
-    over[-1, 0] = 0.0
-    canopy = revolve(np.concatenate([under, over]), 8, creases=(6, 7))  # 8 panels
-    shaft = cylinder(0.025, ch + sl, 8).moved(y=-sl)
-    hook = torus(0.1, 0.025, 10, 6, arc_deg=180.0).rotated("x", 90.0).rotated("z", 90.0).moved(0.1, -sl, 0.0)
-    return [canopy], [shaft, hook]
-
-
-def _bed(p: dict[str, float]) -> Pieces:
-    w, length, hb = p["width"], p["length"], p["headboard_height"]
-    frame = box(w, 0.25, length).moved(y=0.245)
-    mattress = box(w - 0.06, 0.22, length - 0.06).moved(y=0.47)
-    head = box(w, 0.47 + hb, 0.08).moved(0.0, 0.12 + (0.47 + hb) / 2, -length / 2 + 0.04)  # head at -Z
-    foot = box(w, 0.45, 0.06).moved(0.0, 0.12 + 0.225, length / 2 - 0.03)
-    pillow = box(0.6 * w, 0.12, 0.35).moved(0.0, 0.62, -length / 2 + 0.3)
-    return [frame, mattress, head, foot, pillow], _legs(w / 2 - 0.06, length / 2 - 0.06, 0.125, 0.08)

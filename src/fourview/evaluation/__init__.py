@@ -8,6 +8,7 @@ normalise + rotation search + ICP protocol) and `adherence` (the synthetic world
 shape adherence).
 """
 
+from fourview.evaluation.adherence import canonical_mesh, nearest_colour, srgb_to_lab, surface_albedo, voxelize
 from fourview.evaluation.geometry import (
     GeometryScores,
     chamfer_distance,
@@ -21,12 +22,17 @@ from fourview.evaluation.protocol import input_cameras, novel_cameras
 
 __all__ = [
     "GeometryScores",
+    "canonical_mesh",
     "chamfer_distance",
     "geometry_scores",
     "input_cameras",
+    "nearest_colour",
     "novel_cameras",
     "occupancy_grid",
+    "srgb_to_lab",
+    "surface_albedo",
     "surface_points",
     "volume_iou",
     "voxel_iou",
+    "voxelize",
 ]
