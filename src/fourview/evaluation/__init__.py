@@ -9,6 +9,7 @@ shape adherence).
 """
 
 from fourview.evaluation.adherence import canonical_mesh, nearest_colour, srgb_to_lab, surface_albedo, voxelize
+from fourview.evaluation.alignment import Alignment, AlignmentConfig, align_points
 from fourview.evaluation.geometry import (
     GeometryScores,
     chamfer_distance,
@@ -18,17 +19,41 @@ from fourview.evaluation.geometry import (
     volume_iou,
     voxel_iou,
 )
+from fourview.evaluation.gso import (
+    GSO_UP_AXIS,
+    GsoObject,
+    evaluation_objects,
+    find_gso_objects,
+    load_gso_object,
+    read_object_list,
+    select_objects,
+)
+from fourview.evaluation.metrics import ImageScores, Lpips, image_scores, load_lpips
 from fourview.evaluation.protocol import input_cameras, novel_cameras
 
 __all__ = [
+    "GSO_UP_AXIS",
+    "Alignment",
+    "AlignmentConfig",
     "GeometryScores",
+    "GsoObject",
+    "ImageScores",
+    "Lpips",
+    "align_points",
     "canonical_mesh",
     "chamfer_distance",
+    "evaluation_objects",
+    "find_gso_objects",
     "geometry_scores",
+    "image_scores",
     "input_cameras",
+    "load_gso_object",
+    "load_lpips",
     "nearest_colour",
     "novel_cameras",
     "occupancy_grid",
+    "read_object_list",
+    "select_objects",
     "srgb_to_lab",
     "surface_albedo",
     "surface_points",
