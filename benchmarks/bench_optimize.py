@@ -36,12 +36,13 @@ import torch
 from fourview.cameras import Camera, orthogonal_rig
 from fourview.data.assets import load_asset
 from fourview.data.dataset_renderer import resolve_inputs
-from fourview.export.extract import export_field
-from fourview.export.projection import ViewImages
-from fourview.images import composite_on_white
+from fourview.evaluation.geometry import geometry_scores, surface_points
+from fourview.evaluation.metrics import image_scores
+from fourview.export.exporter import export_field
+from fourview.export.presets import optimize_export_config, recon_export_config, sized_export_config
 from fourview.mesh import MeshAsset
-from fourview.pipeline import optimize_export_config
-from fourview.recon.losses import psnr, ssim
+from fourview.meshio import write_mesh_files
+from fourview.pretrained import resolve_weights
 from fourview.recon.optimize import OptimizeConfig, optimize_field
 from fourview.recon.visual_hull import HullField
 from fourview.render.mesh_renderer import Lighting, MeshRenderer
@@ -57,44 +58,17 @@ def render(asset: MeshAsset, cams: list[Camera], res: int) -> np.ndarray:
     return np.stack([r.render(c, res, Lighting(albedo=True), supersample=3).rgba for c in cams])
 
 
-def surface_points(asset: MeshAsset, n: int = 10_000, seed: int = 0) -> np.ndarray:
-    import trimesh
-
-    verts, faces, off = [], [], 0
-    for p in asset.parts:
-        verts.append(p.verts)
-        faces.append(p.faces + off)
-        off += len(p.verts)
-    mesh = trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
-    pts, _ = trimesh.sample.sample_surface(mesh, n, seed=seed)
-    return pts.astype(np.float64)
-
-
-def geometry_scores(pred: np.ndarray, gt: np.ndarray, tau: float = 0.1) -> dict[str, float]:
-    from scipy.spatial import cKDTree
-
-    d_pg = cKDTree(gt).query(pred)[0]
-    d_gp = cKDTree(pred).query(gt)[0]
-    precision, recall = float((d_pg < tau).mean()), float((d_gp < tau).mean())
-    f = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-    return {"chamfer": float(0.5 * (d_pg.mean() + d_gp.mean())), "fscore": f}
-
-
-def image_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    a = torch.from_numpy(composite_on_white(pred)).permute(0, 3, 1, 2)
-    b = torch.from_numpy(composite_on_white(gt)).permute(0, 3, 1, 2)
-    return float(psnr(a, b).mean()), float(ssim(a, b).mean())
-
-
-def score_field(field, export_cfg, gt: dict, tmp: Path, name: str, views: ViewImages | None = None) -> dict:
+def score_field(field, export_cfg, gt: dict, tmp: Path, name: str, views: PosedViews | None = None) -> dict:
     path = tmp / f"{name}.glb"
     with torch.no_grad():
-        export_field(field, path, export_cfg, views=views)
+        write_mesh_files(export_field(field, export_cfg, views=views).mesh, [path])
     asset = load_asset(path, normalize=False)
     row = {}
     for res in SCORE_RES:
-        row[f"psnr{res}"], row[f"ssim{res}"] = image_scores(render(asset, NOVEL, res), gt[res])
-    row.update(geometry_scores(surface_points(asset, seed=1), gt["points"]))
+        scores = image_scores(render(asset, NOVEL, res), gt[res])
+        row[f"psnr{res}"], row[f"ssim{res}"] = scores.psnr, scores.ssim
+    geometry = geometry_scores(surface_points(asset, seed=1), gt["points"], thresholds=(0.1,))
+    row.update(chamfer=geometry.chamfer, fscore=geometry.fscore[0.1])
     return row
 
 
@@ -125,14 +99,12 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
     """
     from PIL import Image
 
-    from fourview.pipeline import recon_export_config, resolve_recon, sized_export_config
     from fourview.recon.model import Reconstructor
     from fourview.recon.refine import RefineConfig, refine_reconstruction
-    from fourview.views import load_views, views_to_model_input
 
-    model = Reconstructor.from_pretrained(resolve_recon(recon)).eval()
+    model = Reconstructor.from_pretrained(resolve_weights(recon, "recon").location).eval()
     # As `fourview reconstruct` extracts them: the prediction as the model's trained surface, the
-    # refined field by marching cubes (see `fourview.pipeline.optimize_views`).
+    # refined field by marching cubes (see `fourview.pipeline.FourViewPipeline.views_to_3d`).
     before_cfg = recon_export_config(model.config, {}, "cpu")
     after_cfg = sized_export_config(model.config, {}, "cpu")
     refine_cfg = RefineConfig() if steps is None else RefineConfig(steps=steps)
@@ -150,18 +122,18 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
             gt = np.stack(
                 [np.asarray(Image.open(folder / f["image"]).convert("RGBA"), np.float32) / 255 for f in novel]
             )
-            rig = load_views([folder / "rig" / f"{az:03d}.png" for az in (0, 90, 180, 270)])
+            rig = PosedViews.read([folder / "rig" / f"{az:03d}.png" for az in (0, 90, 180, 270)], 20.0)
             with torch.no_grad():
-                before = model.field(model(views_to_model_input(rig, model.config.unet.view_resolution), 20.0), 0)
+                before = model.reconstruct(rig)
             t0 = time.perf_counter()
-            after = refine_reconstruction(model, PosedViews.from_rig(rig, 20.0), refine_cfg)
+            after = refine_reconstruction(model, rig, refine_cfg)
             row = {"name": folder.name, "refine_s": time.perf_counter() - t0}
             for kind, fld, export_cfg in (("before", before, before_cfg), ("after", after.field, after_cfg)):
                 path = tmp / f"{folder.name}_{kind}.glb"
                 with torch.no_grad():
-                    export_field(fld, path, export_cfg)
-                pred = render(load_asset(path, normalize=False), cams, res)
-                row[f"{kind}_psnr"], row[f"{kind}_ssim"] = image_scores(pred, gt)
+                    write_mesh_files(export_field(fld, export_cfg).mesh, [path])
+                scores = image_scores(render(load_asset(path, normalize=False), cams, res), gt)
+                row[f"{kind}_psnr"], row[f"{kind}_ssim"] = scores.psnr, scores.ssim
             rows.append(row)
             before = f"before {row['before_psnr']:.2f} dB {row['before_ssim']:.3f}"
             after = f"after {row['after_psnr']:.2f} dB {row['after_ssim']:.3f}"
