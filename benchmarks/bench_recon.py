@@ -27,11 +27,12 @@ from PIL import Image
 from fourview.cameras import Camera
 from fourview.data.assets import load_asset
 from fourview.images import composite_on_white
-from fourview.pipeline import ReconstructSettings, reconstruct_views, resolve_recon
+from fourview.pipeline import FourViewPipeline
+from fourview.pretrained import resolve_weights
 from fourview.recon.losses import psnr, ssim
 from fourview.recon.model import Reconstructor, VolumeRenderer
 from fourview.render.mesh_renderer import Lighting, MeshRenderer
-from fourview.views import load_views, views_to_model_input
+from fourview.views import PosedViews
 
 
 def group_of(name: str) -> str:
@@ -56,7 +57,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
 
-    model = Reconstructor.from_pretrained(resolve_recon(args.recon)).eval()
+    model = Reconstructor.from_pretrained(resolve_weights(args.recon, "recon").location).eval()
     folders = sorted(p for p in Path(args.data).iterdir() if (p / "cameras.json").is_file())
     # Spread the objects over the groups: take every k-th folder.
     step = max(1, len(folders) // args.objects)
@@ -67,18 +68,19 @@ def main() -> None:
         meta = json.loads((folder / "cameras.json").read_text())
         frames = [f for f in meta["frames"] if f["kind"] == "random"][: args.views]
         res = frames[0]["resolution"][0]
-        rig = load_views([folder / "rig" / f"{az:03d}.png" for az in (0, 90, 180, 270)])
+        rig = PosedViews.read([folder / "rig" / f"{az:03d}.png" for az in (0, 90, 180, 270)], args.elevation)
         gt = [composite_on_white(np.asarray(Image.open(folder / f["image"]).convert("RGBA"), np.float32) / 255)
               for f in frames]  # fmt: skip
         cams = [Camera(f["azimuth_deg"], f["elevation_deg"], f["radius"], f["fov_deg"]) for f in frames]
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = model(views_to_model_input(rig, model.config.unet.view_resolution), args.elevation)
+            out = model.predict(rig)
             vol = model.render(out, [cams], res, renderer=volume).rgb[0].clamp(0, 1).numpy()  # [V, H, W, 3]
         t_vol = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            reconstruct_views(rig, Path(tmp) / "asset", args.recon, ReconstructSettings(args.elevation))
+            # The `fourview reconstruct` chain as a fresh command runs it: load, reconstruct, export, write.
+            FourViewPipeline.from_pretrained(None, args.recon).views_to_3d(rig).save(Path(tmp) / "asset")
             t_export = time.perf_counter() - t0
             asset = load_asset(Path(tmp) / "asset" / "model.glb", normalize=False)
         renderer = MeshRenderer(asset)
