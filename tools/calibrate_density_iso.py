@@ -22,22 +22,24 @@ import torch
 
 from fourview.cameras import orthogonal_rig
 from fourview.data.assets import load_asset
-from fourview.export.extract import export_field
-from fourview.pipeline import export_preset
+from fourview.export.exporter import export_field
+from fourview.export.presets import export_preset
+from fourview.meshio import write_mesh_files
 from fourview.recon.model import Reconstructor
 from fourview.render.mesh_renderer import Lighting, MeshRenderer
-from fourview.views import load_views, views_to_model_input
+from fourview.views import PosedViews
 
 
 def silhouette_iou(model: Reconstructor, folder: Path, tmp: Path) -> float:
-    views = load_views([folder / "rig" / f"{az:03d}.png" for az in (0, 90, 180, 270)])
+    views = PosedViews.read([folder / "rig" / f"{az:03d}.png" for az in (0, 90, 180, 270)], 20.0)
     with torch.no_grad():
-        out = model(views_to_model_input(views, model.config.unet.view_resolution), 20.0)
-        export_field(model.field(out, 0), tmp, dataclasses.replace(export_preset("demo"), vertex_colors=True))
+        field = model.reconstruct(views)
+        exported = export_field(field, dataclasses.replace(export_preset("demo"), vertex_colors=True))
+    write_mesh_files(exported.mesh, [tmp])
     renderer = MeshRenderer(load_asset(tmp, normalize=False))
-    res = views.shape[1]
+    res = views.resolution[0]
     ious = []
-    for view, cam in zip(views, orthogonal_rig()):
+    for view, cam in zip(views.images, orthogonal_rig()):
         ours = renderer.render(cam, res, Lighting(albedo=True), 3).rgba[..., 3] >= 0.5
         truth = view[..., 3] >= 0.5
         ious.append((ours & truth).sum() / max((ours | truth).sum(), 1))
