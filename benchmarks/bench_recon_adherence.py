@@ -47,24 +47,24 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from fourview.pipeline import ReconstructSettings, reconstruct_views
-    from fourview.views import load_views
+    from fourview.pipeline import FourViewPipeline
+    from fourview.views import PosedViews
 
     objects = sorted(p for p in Path(args.data).iterdir() if p.name.startswith(args.prefix))
     if not objects:
         raise SystemExit(f"no {args.prefix}* folders in {args.data}")
     canon = {s: voxelize(canonical_mesh(s), args.resolution, 0) for s in SHAPES}
+    pipe = FourViewPipeline.from_pretrained(None, args.recon)
     rows, t_start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for i, obj in enumerate(objects):
             text = (obj / "caption.txt").read_text().strip()
             shape, colour = _words(text)
-            views = load_views([obj / "rig" / f"{a:03d}.png" for a in (0, 90, 180, 270)])  # [4, H, W, 4]
-            v = F.interpolate(torch.from_numpy(views).permute(0, 3, 1, 2), size=args.view_size, mode="area")
-            res = reconstruct_views(
-                v.permute(0, 2, 3, 1).numpy(), Path(tmp) / f"a{i}", args.recon, ReconstructSettings(turntable_frames=0)
-            )
-            s = score(load_asset(res.out_dir / "model.glb"), canon, args.resolution, 0)
+            views = PosedViews.read([obj / "rig" / f"{a:03d}.png" for a in (0, 90, 180, 270)])
+            v = F.interpolate(torch.from_numpy(views.images).permute(0, 3, 1, 2), size=args.view_size, mode="area")
+            out = Path(tmp) / f"a{i}"
+            pipe.views_to_3d(PosedViews.from_rig(v.permute(0, 2, 3, 1).numpy())).save(out)
+            s = score(load_asset(out / "model.glb"), canon, args.resolution, 0)
             rows.append({"object": obj.name, "caption": text, "shape": shape, "colour": colour, "recon": s})
             print(
                 f"[{i + 1}/{len(objects)}] {text!r}: {s['colour']}/{s['shape']} (IoU {s['best_iou']:.2f})", flush=True
