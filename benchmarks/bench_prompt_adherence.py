@@ -2,7 +2,7 @@
 
 For N held-out specs of the synthetic world (`sample_spec(seed, "heldout")`: shape-colour
 combinations never drawn for training), the prompt is the spec's caption. Each prompt goes
-through the whole chain (`fourview.pipeline.generate_asset`: views -> reconstruction -> GLB), and
+through the whole chain (`fourview.pipeline.FourViewPipeline.text_to_3d`: views -> reconstruction -> GLB), and
 the exported mesh is scored the way `fourview.data.synthetic` defines the test:
 
 - colour: the `COLOURS` word nearest (`nearest_colour`, CIELAB distance) to the mesh's mean
@@ -83,12 +83,12 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--mvgen", default="demo")
     ap.add_argument("--recon", default="demo")
-    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: GenerateSettings)")
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: SamplingSettings)")
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--blob-strength", type=float, default=None)
     ap.add_argument("--blob-sigma", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0, help="sampler seed of every prompt")
-    ap.add_argument("--candidates", type=int, default=None, help="best-of-K sampling (default: GenerateSettings)")
+    ap.add_argument("--candidates", type=int, default=None, help="best-of-K sampling (default: SamplingSettings)")
     ap.add_argument("--resolution", type=int, default=32, help="voxel grid")
     ap.add_argument("--dilation", type=int, default=0, help="voxel dilation (both sides)")
     ap.add_argument("--threads", type=int, default=2)
@@ -99,20 +99,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from dataclasses import fields
 
-    from fourview.pipeline import GenerateSettings, generate_asset
+    from fourview.pipeline import FourViewPipeline, SamplingSettings
 
     given = {"steps": args.steps, "guidance_scale": args.guidance, "blob_strength": args.blob_strength,
              "blob_sigma": args.blob_sigma, "candidates": args.candidates}  # fmt: skip
-    settings = GenerateSettings(
-        seed=args.seed, turntable_frames=0, **{k: v for k, v in given.items() if v is not None}
-    )
+    settings = SamplingSettings(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     canon = {s: voxelize(canonical_mesh(s), args.resolution, args.dilation) for s in SHAPES}
     specs = [sample_spec(args.first_seed + i, args.split) for i in range(args.count)]
     pipe = None
     if not args.gt_only:
-        from fourview.mvgen.pipeline import MultiViewPipeline
-
-        pipe = MultiViewPipeline.from_pretrained(args.mvgen)
+        pipe = FourViewPipeline.from_pretrained(args.mvgen, args.recon)
     rows = []
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,9 +118,9 @@ def main() -> None:
             row["gt"] = score(build_asset(spec), canon, args.resolution, args.dilation)
             if pipe is not None:
                 t0 = time.perf_counter()
-                res = generate_asset(prompt, Path(tmp) / f"a{i}", pipe, args.recon, None, settings)
+                pipe.text_to_3d(prompt, settings).save(Path(tmp) / f"a{i}")
                 row["time_s"] = time.perf_counter() - t0
-                mesh = load_asset(res.out_dir / "model.glb")  # normalised like canonical_mesh
+                mesh = load_asset(Path(tmp) / f"a{i}" / "model.glb")  # normalised like canonical_mesh
                 row["gen"] = score(mesh, canon, args.resolution, args.dilation)
                 row["faces"] = int(sum(len(p.faces) for p in mesh.parts))
             rows.append(row)
