@@ -28,6 +28,11 @@ LAYERS: dict[str, int] = {
 
 FUNCTION_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
     ("fourview.cli", "*"): "the command line builds each command on demand, so `fourview --help` imports no torch",
+    (
+        "fourview.pipeline",
+        "fourview.mvgen.pipeline",
+    ): "diffusers and transformers (seconds), only when a generator loads",
+    ("fourview.recon.triplane", "fourview.recon._triplane_numba"): "numba, only when the CPU kernels first run",
 }
 """(importer, imported) pairs of package modules imported inside a function, with the reason; ``*`` any."""
 

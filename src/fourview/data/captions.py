@@ -30,6 +30,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from fourview.data import synthetic
 from fourview.data.manifest import load_rig_views, rgb_on_white
 from fourview.errors import InputError
 
@@ -174,10 +175,6 @@ def _caption_from_spec(spec_path: Path) -> str:
         raise InputError(f"synthetic spec {spec_path} must hold a JSON object")
     if isinstance(data.get("caption"), str) and data["caption"].strip():
         return data["caption"].strip()
-    try:
-        from fourview.data import synthetic  # the synthetic world; imported only for this fallback
-    except ImportError as err:
-        raise InputError(f"{spec_path} has no caption and fourview.data.synthetic is unavailable: {err}") from None
     try:
         spec_cls = synthetic.SyntheticSpec
         if hasattr(spec_cls, "from_json"):

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from fourview.atomic import atomic_folder
 from fourview.cameras import RADIUS, Camera, orthogonal_rig, random_cameras, views_to_grid
 from fourview.data.assets import load_asset
+from fourview.data.examples import example_path
 from fourview.errors import InputError
 from fourview.images import composite_on_white, write_png
 from fourview.render.mesh_renderer import Lighting, MeshRenderer
@@ -140,8 +141,6 @@ def _sources_from_json(path: Path) -> list[ObjectSource]:
 
 def _sources_from_input(item: str, up_axis: str) -> list[ObjectSource]:
     if item.startswith("example:"):
-        from fourview.data.examples import example_path
-
         path = example_path(item.split(":", 1)[1])
         return [ObjectSource(path.parent.name, path, "y", _caption_beside(path))]
     path = Path(item)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fourview.errors import InputError
+from fourview.render.raster import interpolate, rasterize
 from fourview.views import PosedViews
 
 
@@ -96,8 +97,6 @@ def depth_map(verts: np.ndarray, faces: np.ndarray, mvp: np.ndarray, w2c: np.nda
         verts: [V, 3] object frame; faces: [F, 3].
         mvp: [4, 4] object frame to clip space; w2c: [4, 4] object frame to camera (OpenGL axes).
     """
-    from fourview.render.raster import interpolate, rasterize
-
     v_h = F.pad(torch.from_numpy(np.asarray(verts, dtype=np.float32)), (0, 1), value=1.0)  # [V, 4]
     pos = (v_h @ torch.from_numpy(mvp).float().T)[None]  # [1, V, 4] clip space
     tri = torch.from_numpy(np.asarray(faces)).to(torch.int32)

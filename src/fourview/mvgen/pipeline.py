@@ -39,8 +39,9 @@ import fourview
 from fourview.cameras import grid_to_views
 from fourview.errors import InputError
 from fourview.images import WHITE_ALPHA_HIGH, WHITE_ALPHA_LOW
-from fourview.mvgen.blobs import blob_image, check_strength, decode_latents, encode_images
+from fourview.mvgen.blobs import BLOB_SIGMA, blob_image, check_strength, decode_latents, encode_images
 from fourview.mvgen.image_prompt import ImagePromptConfig, background_regions, conditioning_grid
+from fourview.mvgen.rerank import prompt_alignment
 from fourview.mvgen.student import DEMO_STUDENT, student_scheduler
 
 DEMO_MVGEN = Path(fourview.__file__).resolve().parent / "weights" / "mvgen-demo"
@@ -57,10 +58,6 @@ DEFAULT_STEPS: int = 30
 DEFAULT_GUIDANCE: float = 5.0
 """Classifier-free guidance without a student."""
 
-BLOB_SIGMA: float = 0.17
-"""Default width of each start blob, as a fraction of the cell side: the alpha of the synthetic
-world's rig renders (1600 views) has a standard deviation of 0.16 (x) and 0.18 (y) of the view
-side about its centroid, which sits at the view's centre (0.500, 0.499)."""
 BLOB_STRENGTH: float = 1.0
 """Default start strength: 1.0 starts from pure noise (blob off); below 1 the blob start is on."""
 ALPHA_LOW: float = WHITE_ALPHA_LOW
@@ -524,8 +521,6 @@ class MultiViewPipeline:
             latents = pipe(height=size, width=size, **common).images  # [B K, C, s, s]
         alignment = None
         if k > 1:
-            from fourview.mvgen.rerank import prompt_alignment
-
             per_draw = [prompts[i // (num_images_per_prompt * k)] for i in range(batch * k)]
             with self._without_student():  # a consistency student is no denoiser to score with
                 alignment = prompt_alignment(self.sdxl, latents, per_draw).view(batch, k)  # [B, K]
