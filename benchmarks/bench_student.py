@@ -98,8 +98,8 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    from fourview.mvgen.distill import load_student
     from fourview.mvgen.pipeline import MultiViewPipeline
+    from fourview.mvgen.student import load_student
 
     teacher = MultiViewPipeline.from_pretrained(args.teacher)
     student = MultiViewPipeline.from_pretrained(args.teacher)
