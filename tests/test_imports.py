@@ -15,7 +15,7 @@ ROOT = Path(fourview.__file__).resolve().parent
 LAYERS: dict[str, int] = {
     # the floor: conventions and values every stage shares
     "errors": 0, "atomic": 0, "cameras": 0, "mesh": 0, "images": 0, "views": 0, "pretrained": 0,
-    "lr_schedule": 0, "training": 0, "meshio": 0,
+    "lr_schedule": 0, "training": 0, "meshio": 0, "accelerators": 0,
     "render": 1,
     "data": 2,
     "mvgen": 3, "recon": 3,

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import fourview
+from fourview.accelerators import optional_import
 from fourview.cameras import grid_to_views
 from fourview.errors import InputError
 from fourview.images import WHITE_ALPHA_HIGH, WHITE_ALPHA_LOW
@@ -345,10 +346,8 @@ class MultiViewPipeline:
         Raises:
             InputError: ``xformers`` asked for but not installed or not on CUDA, or an unknown name.
         """
-        import importlib.util
-
         on_cuda = self.device.type == "cuda"
-        has_xformers = importlib.util.find_spec("xformers") is not None
+        has_xformers = on_cuda and optional_import("xformers") is not None
         if attention == "auto":
             attention = "xformers" if (on_cuda and has_xformers) else "sdpa"
         if attention == "xformers":

@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 
+from fourview.accelerators import optional_import
 from fourview.errors import InputError
 from fourview.recon.fields import SurfaceField
 
@@ -203,8 +204,7 @@ def marching_tetrahedra(
     if backend == "auto":
         backend = "kaolin" if verts.is_cuda and _kaolin_available() else "torch"
     if backend == "kaolin":
-        from kaolin.ops.conversions import marching_tetrahedra as kaolin_marching_tetrahedra
-
+        kaolin_marching_tetrahedra = optional_import("kaolin.ops.conversions").marching_tetrahedra
         # Kaolin uses the same occupancy (sdf > 0), edge order and winding for positive tets.
         out_verts, out_faces = kaolin_marching_tetrahedra(verts[None], tets.long(), sdf[None])
         return out_verts[0], out_faces[0].long()
@@ -244,11 +244,7 @@ def _marching_tetrahedra_torch(
 
 
 def _kaolin_available() -> bool:
-    try:
-        import kaolin.ops.conversions  # noqa: F401
-    except Exception:  # kaolin missing or built for another torch/CUDA: use the torch path
-        return False
-    return True
+    return optional_import("kaolin.ops.conversions") is not None
 
 
 def dmtet_mesh(

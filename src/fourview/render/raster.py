@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fourview.accelerators import optional_import
 from fourview.errors import InputError
 from fourview.render import _raster_cpu
 
@@ -68,11 +69,7 @@ _F32_MAX = 3.402823466e38
 @functools.cache
 def _nvdiffrast():
     """``nvdiffrast.torch`` if importable, else None (looked up once)."""
-    try:
-        import nvdiffrast.torch as dr
-    except ImportError:
-        return None
-    return dr
+    return optional_import("nvdiffrast.torch")
 
 
 @functools.cache
