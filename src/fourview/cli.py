@@ -59,8 +59,15 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fourview")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="More log lines (-v: the library's progress notes, -vv: debug).")
+@click.option("-q", "--quiet", "quiet_logs", is_flag=True, help="Only errors on stderr.")
+def cli(verbose: int, quiet_logs: bool) -> None:
     """fourview: text, a photo or four photos to a textured 3D mesh."""
+    import logging
+
+    level = logging.ERROR if quiet_logs else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="fourview: %(message)s" if verbose < 2 else "%(name)s: %(message)s")
+    logging.getLogger("fourview").setLevel(level)
 
 
 @cli.group()

@@ -39,6 +39,7 @@ Output folder: ``distill_config.json``, ``latents.safetensors`` (+ ``latents.jso
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,9 @@ from fourview.mvgen.pipeline import DEMO_MVGEN
 from fourview.mvgen.student import STUDENT_FILE
 from fourview.mvgen.validation import default_val_prompts, validation_images, write_validation
 from fourview.training import EMA, CheckpointLayout, Checkpoints, RunConfig, averaged, step_generator, training_process
+
+logger = logging.getLogger(__name__)
+
 
 LCM_LORA_TARGETS: tuple[str, ...] = (
     "to_q",
@@ -229,7 +233,7 @@ def _distill(config: LCMDistillConfig) -> LCMDistillResult:
     latest = checkpoints.latest() if config.resume else None
     if latest is not None:
         step = checkpoints.load(latest)
-        accelerator.print(f"resumed from {latest} (step {step})")
+        logger.info("resumed from %s (step %d)", latest, step)
 
     add_time = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=torch.float32)
 
@@ -331,9 +335,7 @@ def _distill(config: LCMDistillConfig) -> LCMDistillResult:
             running = []
             with log_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
-            print(
-                f"lcm step {step}/{config.steps} loss {rec['loss']:.5f} lr {rec['lr']:.2e} {rate:.2f} it/s", flush=True
-            )
+            logger.info(f"lcm step {step}/{config.steps} loss {rec['loss']:.5f} lr {rec['lr']:.2e} {rate:.2f} it/s")
         if config.checkpoint_due(step, end) or timed_out:
             checkpoints.save(step)
         if main and config.validate_every and step % config.validate_every == 0 and step < end and not timed_out:

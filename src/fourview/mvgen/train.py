@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -65,6 +66,8 @@ from fourview.training import (
     training_process,
     warmup_cosine,
 )
+
+logger = logging.getLogger(__name__)
 
 LORA_TARGETS: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
 """UNet module names that get the LoRA (``lora_rank > 0``): the attention projections."""
@@ -266,7 +269,7 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
     latest = checkpoints.latest() if config.resume else None
     if latest is not None:
         step = checkpoints.load(latest)
-        accelerator.print(f"resumed from {latest} (step {step})")
+        logger.info("resumed from %s (step %d)", latest, step)
 
     add_time = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=torch.float32)
 
@@ -346,7 +349,7 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
             running = []
             with log_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
-            print(f"step {step}/{config.steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rate:.2f} it/s", flush=True)
+            logger.info(f"step {step}/{config.steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rate:.2f} it/s")
         if config.checkpoint_due(step, end):
             checkpoints.save(step)
         if main and config.validation_due(step):
@@ -494,8 +497,8 @@ def _train_vae(vae, grids: CaptionedImages, c: MVGenTrainConfig, device) -> None
         sched.step()
         opt.zero_grad(set_to_none=True)
         if (step + 1) % max(1, c.log_every) == 0 or step + 1 == c.vae_steps:
-            print(f"vae step {step + 1}/{c.vae_steps} l1 {l1.item():.4f} edge {edge.item():.4f} kl {kl.item():.2f} "
-                  f"{(step + 1) / (time.time() - t0):.2f} it/s", flush=True)  # fmt: skip
+            logger.info(f"vae step {step + 1}/{c.vae_steps} l1 {l1.item():.4f} edge {edge.item():.4f} "
+                        f"kl {kl.item():.2f} {(step + 1) / (time.time() - t0):.2f} it/s")  # fmt: skip
     vae.requires_grad_(False)
     vae.eval()
 
@@ -554,9 +557,8 @@ def _train_decoder(c: MVGenTrainConfig) -> MVGenTrainResult:
         first = loss.item() if step == 0 else first
         last = loss.item()
         if (step + 1) % max(1, c.log_every) == 0 or step + 1 == c.vae_steps:
-            print(
-                f"decoder step {step + 1}/{c.vae_steps} loss {last:.4f} {(step + 1) / (time.time() - t0):.2f} it/s",
-                flush=True,
+            logger.info(
+                f"decoder step {step + 1}/{c.vae_steps} loss {last:.4f} {(step + 1) / (time.time() - t0):.2f} it/s"
             )
         if (step + 1) % 50 == 0 or step + 1 == c.vae_steps:
             vae.save_pretrained(dest)
