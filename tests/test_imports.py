@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
 
 FUNCTION_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
     ("fourview.cli", "*"): "the command line builds each command on demand, so `fourview --help` imports no torch",
+    ("fourview", "*"): "the top-level names resolve on first use, so `import fourview` imports no torch",
     (
         "fourview.pipeline",
         "fourview.mvgen.pipeline",
