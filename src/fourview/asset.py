@@ -87,13 +87,13 @@ class Asset:
         texture = self.mesh.parts[0].material.texture if self.mesh.parts else None
         return None if texture is None or self.export_config.vertex_colors else int(texture.shape[0])
 
-    def turntable(self, frames: int = 24, resolution: int = 256) -> list[np.ndarray]:
+    def turntable(self, frames: int = 24, resolution: int = 256, progress: bool = False) -> list[np.ndarray]:
         """[resolution, resolution, 4] frames of an orbit of the mesh at the views' rig elevation."""
         try:
             elevation = self.views.rig_elevation_deg()
         except InputError:
             elevation = DEFAULT_ELEVATION_DEG
-        return render_frames(self.mesh, orbit_cameras(frames, elevation), resolution)
+        return render_frames(self.mesh, orbit_cameras(frames, elevation), resolution, progress=progress)
 
     def save(
         self,
@@ -102,6 +102,7 @@ class Asset:
         turntable_frames: int = 0,
         preview_resolution: int = 256,
         overwrite: bool = False,
+        progress: bool = False,
     ) -> list[Path]:
         """Write the asset folder (see the module docstring) atomically; returns the paths in it.
 
@@ -112,6 +113,7 @@ class Asset:
             turntable_frames: frames of ``turntable.gif`` (0: none).
             preview_resolution: side of the turntable frames, pixels.
             overwrite: replace an existing non-empty folder.
+            progress: a progress bar over the turntable's frames.
 
         Raises:
             InputError: an unknown format, a folder that cannot be written or would mix two runs.
@@ -131,7 +133,7 @@ class Asset:
                 self.views.save(tmp / "reconstruction" / VIEWS_NAME)
             if turntable_frames > 0:
                 t0 = time.perf_counter()
-                write_turntable(tmp / "turntable.gif", self.turntable(turntable_frames, preview_resolution))
+                write_turntable(tmp / "turntable.gif", self.turntable(turntable_frames, preview_resolution, progress))
                 timings["turntable_s"] = time.perf_counter() - t0
             meta = {
                 "fourview_version": fourview.__version__,

@@ -434,7 +434,7 @@ def _reconstruct_command() -> click.Command:
         )
         asset = pipe.views_to_3d(posed, method, export, fit_config, progress=not quiet,
                                  meta={"inputs": [str(v) for v in views]})  # fmt: skip
-        _echo_asset(asset.save(out_dir, **asdict(save)), out_dir, asset)
+        _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
 
     return reconstruct
 
@@ -461,9 +461,10 @@ def _generate_command() -> click.Command:
         SaveSettings,
         "save",
         flags={"formats": "format", "turntable_frames": "turntable"},
-        defaults={"turntable_frames": 24},
+        defaults={"turntable_frames": 24, "preview_resolution": 192},
     )
-    def generate(prompt, out_dir, image, models, sampling, export, save) -> None:
+    @click.option("--quiet", is_flag=True, help="No progress bars.")
+    def generate(prompt, out_dir, image, quiet, models, sampling, export, save) -> None:
         """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
         import time
         from dataclasses import asdict
@@ -479,7 +480,7 @@ def _generate_command() -> click.Command:
         photo = None if image is None else read_photo(image)
         _quiet_library_progress_bars()
         t0 = time.perf_counter()
-        pipe = FourViewPipeline.from_pretrained(**asdict(models))
+        pipe = FourViewPipeline.from_pretrained(**asdict(models), progress=not quiet)
         load_s = time.perf_counter() - t0
         if photo is None:
             asset = pipe.text_to_3d(prompt, sampling, export)
@@ -487,7 +488,7 @@ def _generate_command() -> click.Command:
             asset = pipe.image_to_3d(photo, prompt, sampling, export)
             asset.meta["image"] = str(image)
         asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["total_s"] + load_s}
-        _echo_asset(asset.save(out_dir, **asdict(save)), out_dir, asset)
+        _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
 
     return generate
 
@@ -560,7 +561,7 @@ def _export_command() -> click.Command:
 
 
 def _quiet_library_progress_bars() -> None:
-    """diffusers' and transformers' own bars would interleave with ours."""
+    """diffusers' and transformers' loading bars would interleave with ours (the sampling bar is ours, named)."""
     import diffusers
     import transformers
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fourview.asset import Asset, peak_memory_mb
 from fourview.cameras import DEFAULT_ELEVATION_DEG
@@ -232,6 +233,7 @@ class FourViewPipeline:
         reconstructor: the triplane reconstructor, or None (then only ``method="optimize"``).
         device: where the fields are queried and fitted.
         names: what the models were loaded from (``mvgen``, ``student``, ``lora``, ``recon``), for ``meta.json``.
+        progress: progress bars (tqdm, on stderr) for the sampling steps and each stage.
     """
 
     def __init__(
@@ -240,7 +242,9 @@ class FourViewPipeline:
         reconstructor: Reconstructor | None = None,
         device: str | torch.device = "cpu",
         names: dict[str, str | None] | None = None,
+        progress: bool = False,
     ) -> None:
+        self.progress = progress
         self.generator = generator
         self.reconstructor = reconstructor
         self.device = torch.device(device)
@@ -257,6 +261,7 @@ class FourViewPipeline:
         device: str = "cpu",
         dtype: str = "float32",
         cpu_offload: bool = False,
+        progress: bool = False,
     ) -> FourViewPipeline:
         """Load the models: ``demo`` (shipped), a folder or a hub id each; None leaves one out.
 
@@ -269,6 +274,7 @@ class FourViewPipeline:
             dtype: the generator's parameter dtype: ``float32``, ``bf16`` or ``fp16`` (GPUs).
             cpu_offload: keep the generator's modules on the CPU and move each to the GPU only
                 while it runs (diffusers' model offload; needs CUDA and accelerate).
+            progress: progress bars for the sampling steps and each stage.
 
         Raises:
             InputError: weights that are missing or cannot be loaded, a bad device or dtype
@@ -309,7 +315,7 @@ class FourViewPipeline:
             "recon": recon,
             "recon_path": None if recon_src is None else recon_src.location,
         }
-        return cls(generator, reconstructor, dev, names)
+        return cls(generator, reconstructor, dev, names, progress)
 
     # -- stage 1 -----------------------------------------------------------------------------------
 
@@ -333,6 +339,7 @@ class FourViewPipeline:
         default_steps, default_guidance = self.generator.sampling_defaults()
         steps = default_steps if s.steps is None else s.steps
         guidance = default_guidance if s.guidance_scale is None else s.guidance_scale
+        self.generator.progress = self.progress  # diffusers' bar over the sampling steps
         t0 = time.perf_counter()
         out = self.generator(
             prompt, negative_prompt=s.negative_prompt, num_inference_steps=steps, guidance_scale=guidance,
@@ -415,6 +422,8 @@ class FourViewPipeline:
         self._check_method(method)
         start = time.perf_counter()
         views.check_objects()
+        progress = progress or self.progress
+        stages = tqdm(total=2, desc=method, unit="stage", disable=not progress, leave=False)
         timings: dict[str, float] = {}
         record: dict = {"method": method, "views": list(views.names)}
         overrides = export.overrides()
@@ -451,12 +460,16 @@ class FourViewPipeline:
             field_config = model.config
         if method == "optimize":
             record["elevation_deg"] = _elevation_or_none(views)
+        stages.update()
+        stages.set_description("export")
         projected = views.with_white_key() if export.project_views else None
         with torch.no_grad():
             exported = export_field(field_, export_cfg, views=projected)
         timings["export_s"] = exported.timings.get("total", 0.0)
         timings.update({f"export_{k}": v for k, v in exported.timings.items()})
         timings["views_to_3d_s"] = time.perf_counter() - start
+        stages.update()
+        stages.close()
         return Asset(
             mesh=exported.mesh,
             views=projected if projected is not None else views,

@@ -163,7 +163,8 @@ def test_command_defaults_are_the_library_defaults(monkeypatch, tmp_path, capsys
     monkeypatch.setattr(pipeline_module, "FourViewPipeline", Recorder)
     code, _, err = run(["generate", "a red mug", "-o", tmp_path / "out"], capsys)
     assert code == 0, err
-    assert seen["models"] == {f: getattr(ModelSettings(), f) for f in ModelSettings.__dataclass_fields__}
+    assert seen["models"] == {**{f: getattr(ModelSettings(), f) for f in ModelSettings.__dataclass_fields__},
+                              "progress": True}  # fmt: skip
     assert SamplingSettings().steps is None and ExportSettings().project_views is True
 
 

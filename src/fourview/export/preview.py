@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fourview.atomic import atomic_path
 from fourview.cameras import DEFAULT_ELEVATION_DEG, Camera, orthogonal_rig, views_to_grid
@@ -33,11 +34,12 @@ def render_frames(
     resolution: int = 256,
     lighting: Lighting = Lighting(),
     supersample: int = 2,
+    progress: bool = False,
 ) -> list[np.ndarray]:
     """Render ``asset`` from each camera; returns [H, W, 3] uint8 frames composited on white."""
     renderer = MeshRenderer(asset)
     frames = []
-    for cam in cameras:
+    for cam in tqdm(cameras, desc="turntable", unit="frame", disable=not progress, leave=False):
         rgba = renderer.render(cam, resolution, lighting, supersample).rgba
         frames.append(to_uint8(composite_on_white(rgba)))
     return frames

@@ -609,7 +609,7 @@ class MultiViewPipeline:
                 force_zeros_for_empty_prompt=bool(self.sdxl.config.get("force_zeros_for_empty_prompt", True)),
                 add_watermarker=False,
             )
-        pipe.set_progress_bar_config(disable=not self.progress)
+        pipe.set_progress_bar_config(disable=not self.progress, desc="sampling", leave=False)
         return pipe
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
