@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def test_random_cameras_uniform_on_sphere_and_deterministic():
     band = C.random_cameras(500, seed=3, elevation_range_deg=(-10.0, 40.0))
     assert all(-10.0 <= c.elevation_deg <= 40.0 for c in band)
     assert all(np.linalg.norm(c.position) == pytest.approx(4.0) for c in band)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("elevation range must satisfy -90 <= lo <= hi <= 90")):
         C.random_cameras(3, elevation_range_deg=(50.0, 10.0))
 
 
@@ -87,14 +88,14 @@ def test_grid_round_trip_and_layout():
     assert grid.shape == (3, 16, 16)
     assert grid[0, 0, 0] == 0 and grid[0, 0, 15] == 1 and grid[0, 15, 0] == 2 and grid[0, 15, 15] == 3
     torch.testing.assert_close(C.grid_to_views(grid), views)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a 2x2 grid must be square with an even side, got 16x18"):
         C.grid_to_views(torch.zeros(3, 16, 18))
 
 
 def test_camera_rejects_bad_settings():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("elevation must be in [-90, 90] degrees, got 95.0")):
         C.Camera(0.0, 95.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="camera radius must be positive, got -1.0"):
         C.Camera(0.0, 0.0, radius=-1.0)
 
 

@@ -292,12 +292,20 @@ def _write_error_case(tmp_path, case: str):
 
 
 @pytest.mark.parametrize(
-    "case",
-    ["missing", "unknown_extension", "empty_obj", "corrupt_glb", "truncated_glb", "zero_bytes", "not_gso_folder"],
+    "case, message",
+    [
+        ("missing", "asset file not found"),
+        ("unknown_extension", "unsupported asset format '.xyz'"),
+        ("empty_obj", "no triangle faces in"),
+        ("corrupt_glb", "cannot read .*corrupt.glb: ValueError"),
+        ("truncated_glb", "cannot read .*truncated.glb: ValueError"),
+        ("zero_bytes", "empty asset file"),
+        ("not_gso_folder", "is a folder but not a Google Scanned Objects folder"),
+    ],
 )
-def test_bad_inputs_raise_one_line_input_error_naming_the_file(tmp_path, case):
+def test_bad_inputs_raise_one_line_input_error_naming_the_file(tmp_path, case, message):
     path = _write_error_case(tmp_path, case)
-    with pytest.raises(InputError) as info:
+    with pytest.raises(InputError, match=message) as info:
         load_asset(path)
     message = str(info.value)
     assert path.name in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -81,11 +82,11 @@ def test_merge_edge_cases():
     assert merge_captions(["a small vase"]) == "a small vase"
     assert merge_captions(["", "  ", "the back of"]) == ""
     assert merge_captions(["", "a lamp", ""]) == "a lamp"
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="merge_captions needs a non-empty list of per-view captions"):
         merge_captions([])
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="merge_captions needs a non-empty list of per-view captions"):
         merge_captions("a red mug")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape("per-view captions must be strings, got ['str', 'int']")):
         merge_captions(["a", 3])
 
 
@@ -176,7 +177,7 @@ def test_hf_captioner_wraps_a_pipeline():
 
     with pytest.raises(RuntimeError, match="2 results for 1 views"):
         cap.caption_views(views[:1])
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="max_new_tokens must be >= 1, got 0"):
         HFCaptioner(pipe, max_new_tokens=0)
 
 

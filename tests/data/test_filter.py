@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 import warnings
 
@@ -101,7 +102,7 @@ def test_clip_score_hand_example():
     assert clip_score(img, torch.tensor([3.0, 0.0])) == pytest.approx(expected, abs=1e-9)
     assert clip_score(img, torch.tensor([[-1.0, 0.0]])) == pytest.approx(100.0 / 4.0, abs=1e-9)  # only view 3
     assert clip_score(-img.abs() - 0.1, torch.tensor([1.0, 1.0])) == 0.0  # all negative -> clamped to 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("image features (4, 2) and text features (1, 3) differ in D")):
         clip_score(img, torch.ones(3))
 
 
@@ -117,9 +118,9 @@ def test_clip_features_shapes_norms_determinism(tiny_clip):
     torch.testing.assert_close(t.norm(dim=-1), torch.ones(3))
     assert torch.equal(t[0], t[2]) and not torch.equal(t[0], t[1])
     assert tiny_clip.embed_dim == D
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="text_features needs a non-empty list of strings"):
         tiny_clip.text_features("a red mug")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="no views to embed"):
         tiny_clip.image_features([])
 
 
@@ -231,7 +232,7 @@ def test_aesthetic_normalises_and_is_deterministic():
             w, b = m.weight @ w, m.weight @ b + m.bias
     torch.testing.assert_close(s, (n @ w.T + b).squeeze(-1), rtol=1e-5, atol=1e-5)
     assert torch.isfinite(head(torch.zeros(1, D))).all()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(f"expected [N, {D}] features, got (2, {D + 1})")):
         head(torch.randn(2, D + 1))
 
 
@@ -369,7 +370,7 @@ def test_train_svm_from_object_folders(tmp_path, tiny_clip):
     feats = np.stack([object_feature(tiny_clip.image_features(load_rig_views(d))) for d in good + bad])
     dec = svm.decision_function(feats)
     assert np.all(dec[:3] > 0) and np.all(dec[3:] < 0), dec  # 6 points in 16-d: separable
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="needs at least one good and one bad object, got 3 / 0"):
         train_quality_svm(good, [], tiny_clip)
 
 
@@ -378,9 +379,9 @@ def test_train_svm_from_object_folders(tmp_path, tiny_clip):
 
 def test_availability():
     assert Availability(True).reason == ""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="an unavailable score needs a reason"):
         Availability(False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="an available score has no reason"):
         Availability(True, "why")
     none = Scorers()
     assert none.availability("clip_score") == Availability(False, CLIP_MISSING)
@@ -410,7 +411,7 @@ def test_load_scorers_with_nothing_given_marks_everything_unavailable(tmp_path):
     record = score_record(ObjectRecord("a", "a", caption="a red mug"), _views(), scorers)
     assert (record.clip_score, record.aesthetic, record.svm_score) == (None, None, None)
     assert record.unavailable == {"clip_score": CLIP_MISSING, "aesthetic": AESTHETIC_MISSING, "svm_score": SVM_MISSING}
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="aesthetic predictor weights not found: .*missing.safetensors"):
         load_scorers(aesthetic_weights=tmp_path / "missing.safetensors")
 
 
@@ -518,7 +519,7 @@ def test_top_count_rounds_up_without_float_noise(n, fraction, expected):
 
 def test_top_count_rejects_bad_fractions():
     for bad in (0.0, -0.1, 1.5):
-        with pytest.raises(InputError):
+        with pytest.raises(InputError, match=re.escape(f"top fraction must be in (0, 1], got {bad}")):
             top_count(10, bad)
 
 

@@ -1,6 +1,7 @@
 """The export stage end to end: field -> mesh -> GLB / OBJ -> load -> render, against the field's own render."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -116,10 +117,17 @@ def test_dmtet_export():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"texture_size": 300}, {"texture_size": 0}, {"face_budget": 0}, {"face_budget": -1}, {"roughness": 2.0}]
+    "kwargs, message",
+    [
+        ({"texture_size": 300}, "texture size must be a power of two"),
+        ({"texture_size": 0}, "texture size must be a power of two"),
+        ({"face_budget": 0}, "face budget must be positive, got 0"),
+        ({"face_budget": -1}, "face budget must be positive, got -1"),
+        ({"roughness": 2.0}, re.escape("roughness must be in [0, 1], got 2.0")),
+    ],
 )
-def test_bad_export_settings_are_input_errors(kwargs):
-    with pytest.raises(InputError):
+def test_bad_export_settings_are_input_errors(kwargs, message):
+    with pytest.raises(InputError, match=message):
         ExportConfig(**kwargs)
 
 

@@ -97,9 +97,17 @@ def test_non_finite_sdf_is_an_input_error():
         extract_mesh(NanField(0.0), resolution=8)
 
 
-@pytest.mark.parametrize("kwargs", [{"resolution": 1}, {"resolution": 2.5}, {"method": "voxels"}, {"chunk": 0}])
-def test_bad_settings_are_input_errors(kwargs):
-    with pytest.raises(InputError):
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"resolution": 1}, "extraction resolution must be an integer >= 2, got 1"),
+        ({"resolution": 2.5}, "extraction resolution must be an integer >= 2, got 2.5"),
+        ({"method": "voxels"}, "unknown extraction method 'voxels'"),
+        ({"chunk": 0}, "chunk must be >= 1, got 0"),
+    ],
+)
+def test_bad_settings_are_input_errors(kwargs, message):
+    with pytest.raises(InputError, match=message):
         extract_mesh(SphereField(), **{"resolution": 8, **kwargs})
 
 

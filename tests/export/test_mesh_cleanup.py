@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import trimesh
@@ -146,7 +148,7 @@ def test_malformed_meshes_are_input_errors():
 
 
 def test_cleanup_config_rejects_bad_thresholds():
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape("min_component_area_fraction must be in [0, 1), got 1.5")):
         CleanupConfig(min_component_area_fraction=1.5)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="min_component_faces must be >= 0, got -1"):
         CleanupConfig(min_component_faces=-1)

@@ -25,7 +25,7 @@ def test_orbit_starts_at_front_and_is_even():
     cams = orbit_cameras(4, 30.0)
     assert tuple(c.azimuth_deg for c in cams) == RIG_AZIMUTHS_DEG
     assert all(c.elevation_deg == 30.0 for c in cams)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="a turntable needs at least 1 frame, got 0"):
         orbit_cameras(0)
 
 
@@ -55,5 +55,5 @@ def test_previews_written(tmp_path):
         assert gif.n_frames == 6 and gif.size == (32, 32)
     assert iio.imread(tmp_path / "turntable.mp4").shape == (6, 32, 32, 3)  # an MP4 container, all frames
     assert not list(tmp_path.glob(".*"))  # no temporary files left
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"turntable format must be \.gif or \.mp4, got t\.avi"):
         write_turntable(tmp_path / "t.avi", [np.zeros((8, 8, 3), np.uint8)])

@@ -211,7 +211,7 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch
         write_glb(path, one_part(verts, faces, uv, texture))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.glb"]  # no temporary left behind
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="cannot write .*new.glb: No space left"):
         write_glb(tmp_path / "new.glb", one_part(verts, faces))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.glb"]
 

@@ -162,7 +162,7 @@ def test_a_failed_rewrite_keeps_the_previous_files(tmp_path, monkeypatch):
     write_obj(tmp_path / "tet.obj", tet(TET_UV, np.ones((4, 4, 3), np.float32)))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "Input/output error")))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="cannot write .*Input/output error"):
         write_obj(tmp_path / "tet.obj", tet(TET_UV * 0.5, np.zeros((4, 4, 3), np.float32)))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -47,19 +49,27 @@ def test_blob_sigma_sets_the_object_size_and_colour_is_rgb():
     np.testing.assert_allclose(rgb[16, 16], [1.0, 0.006, 0.503], atol=0.002)  # 0.7 px from the centre
 
 
-@pytest.mark.parametrize("args", [(63, 0.2), (0, 0.2), (64, 0.0), (64, -1.0)])
-def test_blob_image_rejects_bad_settings(args):
-    with pytest.raises(InputError):
+@pytest.mark.parametrize(
+    "args, message",
+    [((63, 0.2), "grid size must be a positive even"), ((0, 0.2), "grid size must be a positive even")]
+    + [((64, 0.0), "blob sigma must be > 0"), ((64, -1.0), "blob sigma must be > 0")],
+)
+def test_blob_image_rejects_bad_settings(args, message):
+    with pytest.raises(InputError, match=message):
         blob_image(*args)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape("blob colour must lie in [0, 1], got 1.5")):
         blob_image(64, 0.2, colour=1.5)
 
 
 def test_check_strength():
     check_strength(1.0, 1)
     check_strength(0.5, 2)
-    for strength, steps in [(0.0, 10), (1.5, 10), (0.05, 10)]:
-        with pytest.raises(InputError):
+    for strength, steps, message in [
+        (0.0, 10, re.escape("blob strength must be in (0, 1]")),
+        (1.5, 10, re.escape("blob strength must be in (0, 1]")),
+        (0.05, 10, "blob strength 0.05 with 10 steps runs no denoising step"),
+    ]:
+        with pytest.raises(InputError, match=message):
             check_strength(strength, steps)
 
 

@@ -39,9 +39,9 @@ def test_presets_and_validation():
     for size, res in (("tiny", 64), ("demo", 128), ("full", 1024)):
         cfg = mvgen_preset(size)
         assert cfg.resolution == res and MVGenConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="grid resolution must be a positive multiple of 16, got 1000"):
         MVGenConfig(resolution=1000)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="unknown mvgen size 'huge'"):
         mvgen_preset("huge")
 
 

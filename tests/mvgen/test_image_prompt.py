@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -57,7 +59,7 @@ def test_photo_to_rgba_keeps_real_alpha_and_rejects_empty():
         photo_to_rgba(np.zeros((20, 20, 4), np.float32))
     with pytest.raises(InputError, match="no object"):
         photo_to_rgba(np.broadcast_to(BACKDROP, (20, 20, 3)))  # nothing but backdrop
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape("expected an RGB or RGBA image [H, W, 3|4], got (20, 20)")):
         photo_to_rgba(np.zeros((20, 20), np.float32))
 
 
@@ -95,9 +97,9 @@ def test_conditioning_grid_and_mask_geometry():
     with_blob = conditioning_grid(img, 64, fill_other=blob)
     np.testing.assert_array_equal(with_blob.grid[32:], blob[32:])
     np.testing.assert_array_equal(with_blob.grid[:32, :32], cond.grid[:32, :32])
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="grid size must be a positive even number of pixels, got 63"):
         conditioning_grid(img, 63)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape("image fill must be in (0, 1], got 0.0")):
         ImagePromptConfig(fill=0.0)
 
 

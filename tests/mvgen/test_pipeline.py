@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -350,7 +351,7 @@ def test_white_to_alpha_batches_and_checks():
     assert batch.shape == (1, 2, 48, 48, 4)
     np.testing.assert_array_equal(batch[0, 0], white_to_alpha(img))
     assert batch[0, 1, ..., 3].max() == 0.0  # an all-white view is all background
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="white_to_alpha needs 0 <= low < high <= 1"):
         white_to_alpha(img, low=0.2, high=0.1)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape("expected [..., H, W, 3] RGB, got (48, 48, 2)")):
         white_to_alpha(img[..., :2])

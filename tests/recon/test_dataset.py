@@ -115,7 +115,7 @@ def test_batch_sampler_order_epochs_resume_and_shards():
     )
     assert [next(r0) for _ in range(5)] == batches[0::2]
     assert [next(r1) for _ in range(5)] == batches[1::2]
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="need >= 1 object and batch size >= 1, got 0 and 2"):
         ObjectBatchSampler(0, 2)
 
 

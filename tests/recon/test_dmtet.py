@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -95,7 +96,7 @@ def test_tet_grid_is_a_valid_tiling_of_the_cube(resolution):
 
 def test_tet_grid_rejects_bad_resolution():
     for bad in (0, -3, 2.5):
-        with pytest.raises(InputError):
+        with pytest.raises(InputError, match=f"tet grid resolution must be an integer >= 1, got {bad}"):
             make_tet_grid(bad)
 
 
@@ -199,15 +200,15 @@ def test_deformation_is_bounded_by_half_a_cell():
     assert torch.all(offset[interior] > 0.49 * grid.cell_size) and torch.all(offset[~interior] == 0)
     assert float(moved.abs().max()) == 1.0
     torch.testing.assert_close(deform_vertices(grid, torch.zeros_like(grid.verts)), grid.verts)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("deform must have shape (125, 3), got (3, 3)")):
         deform_vertices(grid, torch.zeros(3, 3))
 
 
 def test_bad_backend_and_shapes_raise():
     grid = make_tet_grid(1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown marching tetrahedra backend 'cuda'"):
         marching_tetrahedra(grid.verts, grid.tets, torch.zeros(grid.verts.shape[0]), backend="cuda")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("sdf must be [V] = [8], got (3,)")):
         marching_tetrahedra(grid.verts, grid.tets, torch.zeros(3))
 
 
@@ -322,5 +323,5 @@ def test_empty_mesh_renders_background(raster):
     faces = torch.zeros(0, 3, dtype=torch.int64)
     out = render_mesh(verts, faces, [Camera(0.0, 0.0)], 8, vertex_colors=torch.zeros(0, 3))
     assert torch.all(out.rgba[..., :3] == 1.0) and torch.all(out.rgba[..., 3] == 0)
-    with pytest.raises(InputError):
-        render_mesh(verts, faces, [Camera(0.0, 0.0)], 8)  # no colour source
+    with pytest.raises(InputError, match="render_mesh needs exactly one colour source"):
+        render_mesh(verts, faces, [Camera(0.0, 0.0)], 8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def test_psnr_matches_the_definition():
     b[1, :, :2] += 0.5  # half the pixels off by 0.5: MSE 0.125 -> 9.03 dB
     torch.testing.assert_close(psnr(b, a), torch.tensor([20.0, 10 * math.log10(1 / 0.125)]))
     assert torch.isinf(psnr(a, a)).all()
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape("psnr needs equal shapes, got (2, 3, 4, 4) and (2, 2, 4, 4)")):
         psnr(a, a[:, :2])
 
 
@@ -105,9 +106,9 @@ def test_perceptual_kinds_and_names():
     loss = make_perceptual_loss("ssim")
     a, b = _images()
     torch.testing.assert_close(loss(b.float(), a.float()), 1 - ssim(b.float(), a.float()))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="unknown perceptual loss 'vgg-ish'"):
         make_perceptual_loss("vgg-ish")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="an LPIPS module is needed exactly for kind 'lpips'"):
         PerceptualLoss("lpips")  # LPIPS without its network
 
 
@@ -118,7 +119,7 @@ def test_mask_losses_by_hand():
     assert abs(float(mask_loss(opacity, alpha, "bce")) - bce) < 1e-6
     assert abs(float(mask_loss(opacity, alpha, "l1")) - (0.1 + 0.2 + 0.5) / 3) < 1e-6
     assert float(mask_loss(torch.ones(3), torch.ones(3), "bce")) < 1e-4  # clamped, finite
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="unknown mask loss 'focal'"):
         mask_loss(opacity, alpha, "focal")
 
 
@@ -140,9 +141,9 @@ def test_reconstruction_loss_terms_and_weights():
         rgb[:, :, 0], opacity[:, :, 0], target[:, :, 0], alpha[:, :, 0], cfg, make_perceptual_loss("ssim")
     )
     assert rays.perceptual is None and "ssim_loss" not in rays.as_floats()
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="LossConfig.mask_weight must be >= 0, got -1.0"):
         LossConfig(mask_weight=-1.0)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape("rendered rgb (2, 3, 16, 16, 3) and target (2, 3, 16, 16, 2)")):
         reconstruction_loss(rgb, opacity, target[..., :2], alpha)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -100,13 +101,13 @@ def test_pixel_subsets_batches_and_camera_forms_agree():
 def test_render_input_errors():
     model = _model("volume")
     out = model(_views(1), 20.0)
-    with pytest.raises(InputError):
-        model.render(out, _cams(2, 1), 8)  # cameras for 2 objects, planes for 1
-    with pytest.raises(InputError):
-        model.render(out, _cams(1, 1), 8, pixels=torch.tensor([[[64]]]))  # outside an 8x8 image
-    with pytest.raises(InputError):
-        model.render(out, _cams(1, 1), 8, fov_deg=40.0)  # fov with Camera objects
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="cameras are for 2 objects but the planes for 1"):
+        model.render(out, _cams(2, 1), 8)
+    with pytest.raises(InputError, match=re.escape("pixel indices must be in [0, 64) for a 8x8 image")):
+        model.render(out, _cams(1, 1), 8, pixels=torch.tensor([[[64]]]))
+    with pytest.raises(InputError, match="fov_deg is only for c2w matrices"):
+        model.render(out, _cams(1, 1), 8, fov_deg=40.0)
+    with pytest.raises(InputError, match="object index 3 out of range for a batch of 1"):
         model.field(out, 3)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -215,16 +216,22 @@ def test_render_views_silhouette_of_a_dense_ball_matches_projection():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"samples": 0}, {"importance_samples": -1}, {"chunk": 0}, {"background": (1.0, 1.0)}, {"bound": 0.0}],
+    "kwargs, message",
+    [
+        ({"samples": 0}, "samples must be >= 1, got 0"),
+        ({"importance_samples": -1}, "importance_samples must be >= 0, got -1"),
+        ({"chunk": 0}, "chunk must be >= 1, got 0"),
+        ({"background": (1.0, 1.0)}, re.escape("background must be 3 values (RGB), got (1.0, 1.0)")),
+        ({"bound": 0.0}, "bound must be > 0, got 0.0"),
+    ],
 )
-def test_config_rejects_bad_settings(kwargs):
-    with pytest.raises(InputError):
+def test_config_rejects_bad_settings(kwargs, message):
+    with pytest.raises(InputError, match=message):
         VolumeRendererConfig(**kwargs)
 
 
 def test_render_views_rejects_bad_inputs():
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="render_views needs at least one camera"):
         render_views(_constant(0.0), [], 8)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="render resolution must be >= 1 pixel, got 0"):
         render_views(_constant(0.0), [Camera(0.0, 0.0)], 0)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -209,23 +210,23 @@ def test_sample_pixels_modes():
     assert patch.shape == (2, 3, 9)
     rows, cols = patch // 8, patch % 8
     assert ((rows.amax(-1) - rows.amin(-1)) == 2).all() and ((cols.amax(-1) - cols.amin(-1)) == 2).all()
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="unknown ray sampling 'rings'"):
         sample_pixels(alpha, 4, "rings")
 
 
 def test_bad_settings_are_rejected(tmp_path):  # the schedule itself: tests/test_lr_schedule.py
-    for bad in (
-        dict(steps=0),
-        dict(stage="nerf"),
-        dict(ema_decay=1.0),
-        dict(mixed_precision="fp8"),
-        dict(foreground_fraction=2.0),
-        dict(mask_weight=-1.0),
-        dict(stop_after_steps=0),
-        dict(volume_weight=-1.0),
-        dict(volume_weight=1.0),
-    ):  # the last: stage A (the default) has no volume term
-        with pytest.raises(InputError):
+    for bad, message in (
+        (dict(steps=0), "--steps must be >= 1, got 0"),
+        (dict(stage="nerf"), "stage must be 'volume' or 'dmtet', got 'nerf'"),
+        (dict(ema_decay=1.0), re.escape("--ema-decay must be in [0, 1), got 1.0")),
+        (dict(mixed_precision="fp8"), "--mixed-precision must be 'no', 'fp16' or 'bf16', got 'fp8'"),
+        (dict(foreground_fraction=2.0), re.escape("foreground_fraction must be in [0, 1], got 2.0")),
+        (dict(mask_weight=-1.0), "mask_weight must be >= 0, got -1.0"),
+        (dict(stop_after_steps=0), "--stop-after-steps must be >= 1, got 0"),
+        (dict(volume_weight=-1.0), "volume_weight must be >= 0, got -1.0"),
+        (dict(volume_weight=1.0), "volume_weight is a stage-B term"),  # stage A (the default) has no volume term
+    ):
+        with pytest.raises(InputError, match=message):
             TrainConfig(data="d", out="o", **bad)
     path = tmp_path / "cfg.json"
     path.write_text(recon_preset("tiny", "dmtet").to_json())

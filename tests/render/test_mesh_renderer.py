@@ -68,7 +68,7 @@ def test_lighting_brightens_lit_side_and_is_a_setting():
     assert lum[12, 24] > lum[36, 24] + 0.2  # the top (towards the light) is brighter than the bottom
     dark = r.render(Camera(0, 0), 48, Lighting(ambient=0.0, directional=0.0, specular=0.0))
     assert dark.rgba[..., :3].max() == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="lighting ambient must be >= 0, got -1.0"):
         Lighting(ambient=-1.0)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -246,22 +248,54 @@ def test_empty_inputs_give_empty_images():
 
 
 @pytest.mark.parametrize(
-    "call",
+    "call, message",
     [
-        lambda: rasterize(torch.zeros(1, 3, 3), torch.tensor([[0, 1, 2]]), (4, 4)),  # pos not [.., 4]
-        lambda: rasterize(torch.zeros(3, 4), torch.tensor([[0, 1, 2]]), (4, 4)),  # [V, 4] without ranges
-        lambda: rasterize(torch.zeros(1, 3, 4), torch.tensor([[0, 1, 3]]), (4, 4)),  # index out of range
-        lambda: rasterize(torch.zeros(1, 3, 4), torch.tensor([[0, 1]]), (4, 4)),  # tri not [F, 3]
-        lambda: rasterize(torch.zeros(1, 3, 4), torch.tensor([[0.0, 1.0, 2.0]]), (4, 4)),  # float tri
-        lambda: rasterize(torch.zeros(1, 3, 4), torch.tensor([[0, 1, 2]]), (0, 4)),  # empty resolution
-        lambda: rasterize(torch.zeros(3, 4), torch.tensor([[0, 1, 2]]), (4, 4), ranges=torch.tensor([[0, 2]])),
-        lambda: texture(torch.zeros(1, 4, 4, 3), torch.zeros(1, 2, 2, 2), filter_mode="cubic"),
-        lambda: texture(torch.zeros(1, 4, 4, 3), torch.zeros(1, 2, 2, 2), filter_mode="linear-mipmap-linear"),
-        lambda: interpolate(torch.zeros(1, 3, 2), torch.zeros(1, 4, 4, 4), torch.tensor([[0, 1, 2]]), diff_attrs=[0]),
+        (
+            lambda: rasterize(torch.zeros(1, 3, 3), torch.tensor([[0, 1, 2]]), (4, 4)),  # pos not [.., 4]
+            "pos must be clip-space [B, V, 4]",
+        ),
+        (
+            lambda: rasterize(torch.zeros(3, 4), torch.tensor([[0, 1, 2]]), (4, 4)),  # [V, 4] without ranges
+            "pos of shape [V, 4] (range mode) needs ranges [N, 2]",
+        ),
+        (
+            lambda: rasterize(torch.zeros(1, 3, 4), torch.tensor([[0, 1, 3]]), (4, 4)),  # index out of range
+            "tri indices must lie in [0, 3), got [0, 3]",
+        ),
+        (
+            lambda: rasterize(torch.zeros(1, 3, 4), torch.tensor([[0, 1]]), (4, 4)),  # tri not [F, 3]
+            "tri must be an integer tensor [F, 3], got tensor of shape (1, 2)",
+        ),
+        (
+            lambda: rasterize(torch.zeros(1, 3, 4), torch.tensor([[0.0, 1.0, 2.0]]), (4, 4)),  # float tri
+            "tri must hold integer vertex indices, got dtype torch.float32",
+        ),
+        (
+            lambda: rasterize(torch.zeros(1, 3, 4), torch.tensor([[0, 1, 2]]), (0, 4)),  # empty resolution
+            "resolution must be positive, got (0, 4)",
+        ),
+        (
+            lambda: rasterize(torch.zeros(3, 4), torch.tensor([[0, 1, 2]]), (4, 4), ranges=torch.tensor([[0, 2]])),
+            "ranges must select triangles within [0, 1)",
+        ),
+        (
+            lambda: texture(torch.zeros(1, 4, 4, 3), torch.zeros(1, 2, 2, 2), filter_mode="cubic"),
+            "texture filter_mode must be one of",
+        ),
+        (
+            lambda: texture(torch.zeros(1, 4, 4, 3), torch.zeros(1, 2, 2, 2), filter_mode="linear-mipmap-linear"),
+            "filter_mode 'linear-mipmap-linear' needs nvdiffrast on CUDA",
+        ),
+        (
+            lambda: interpolate(
+                torch.zeros(1, 3, 2), torch.zeros(1, 4, 4, 4), torch.tensor([[0, 1, 2]]), diff_attrs=[0]
+            ),
+            "diff_attrs needs rast_db",
+        ),
     ],
 )
-def test_bad_inputs_raise_input_error(call):
-    with pytest.raises(InputError):
+def test_bad_inputs_raise_input_error(call, message):
+    with pytest.raises(InputError, match=re.escape(message)):
         call()
 
 
@@ -472,7 +506,7 @@ def test_topology_hash_pairs_triangles_across_edges():
     tri = torch.tensor([[0, 1, 2], [0, 2, 3], [2, 0, 4], [5, 5, 6]])
     opposite = antialias_construct_topology_hash(tri).opposite
     assert opposite.tolist() == [[-1, 3, -1], [-1, -1, 1], [-1, -1, -1], [-1, -1, -1]]
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="topology_hash does not match tri"):
         antialias(
             torch.zeros(1, 4, 4, 1),
             torch.zeros(1, 4, 4, 4),

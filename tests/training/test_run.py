@@ -23,7 +23,7 @@ def test_a_trainer_config_is_flat_keyword_only_and_keeps_its_defaults(tmp_path):
     assert cfg.steps == 30 and cfg.lr == RunConfig(out="o").lr
     names = [f.name for f in dataclasses.fields(_Trainer)]
     assert names.count("steps") == 1 and "out" in names and names[-1] == "data"
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional argument"):
         _Trainer("d", "o")  # type: ignore[misc]  # keyword-only: no field order to get wrong
     cfg.write_json(tmp_path / "config.json")
     assert json.loads((tmp_path / "config.json").read_text()) == dataclasses.asdict(cfg)
