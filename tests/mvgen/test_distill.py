@@ -134,7 +134,7 @@ def test_bad_inputs_raise_input_error(teacher, grids, tmp_path):
     with pytest.raises(InputError, match="grid.png"):
         distill_lcm(_config(teacher, tmp_path, tmp_path / "d"))
     pipe = load_teacher(str(teacher))
-    with pytest.raises(InputError, match="student LoRA"):
+    with pytest.raises(InputError, match="student weights must be a folder with pytorch_lora_weights.safetensors"):
         load_student(pipe, tmp_path)
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from fourview.cli import main
-from fourview.mvgen.pipeline import CANDIDATE_SEED_STRIDE, DEMO_MVGEN
-from fourview.pretrained import resolve_weights
+from fourview.mvgen.pipeline import CANDIDATE_SEED_STRIDE
+from fourview.pretrained import demo_folder, resolve_weights
 from tests.mvgen.test_pipeline import save_tiny, tiny_pipeline
 
 FAST = ["--steps", "2", "--grid", "32", "--texture-size", "64", "--faces", "2000"]
@@ -119,7 +119,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, needle, tiny_mvge
     assert not out.exists() and not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(not (DEMO_MVGEN / "model_index.json").is_file(), reason="demo mvgen weights not shipped yet")
+@pytest.mark.skipif(not (demo_folder("mvgen") / "model_index.json").is_file(), reason="demo mvgen weights absent")
 def test_demo_weights_keep_the_photo_through_the_vae():
     """Without keep_photo, the front cell is the VAE's rendering of the photo's latents.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import re
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 
 from fourview.errors import InputError
 from fourview.images import composite_on_white
-from fourview.mvgen.pipeline import ALPHA_LOW, CANDIDATE_SEED_STRIDE, DEMO_MVGEN, MultiViewPipeline, white_to_alpha
+from fourview.mvgen.pipeline import ALPHA_LOW, CANDIDATE_SEED_STRIDE, MultiViewPipeline, white_to_alpha
+from fourview.pretrained import demo_folder
 
 STEPS = 3
 
@@ -203,19 +205,29 @@ def test_from_pretrained_errors(tmp_path):
         MultiViewPipeline.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
     with pytest.raises(InputError, match="model_index.json"):
         MultiViewPipeline.from_pretrained(tmp_path)
-    with pytest.raises(InputError, match="cannot load mvgen weights from hub id"):
+
+
+def test_an_offline_hub_id_is_one_line_without_the_hub_libraries_warnings(capfd, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(InputError) as err:
         MultiViewPipeline.from_pretrained("nobody-here/no-such-model")  # HF_HUB_OFFLINE=1 (conftest)
+    assert str(err.value) == (
+        "cannot get mvgen weights 'nobody-here/no-such-model' from the hub: "
+        "no network connection and no cached copy found"
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert capfd.readouterr().err == ""
 
 
 def test_demo_name_resolves_to_the_shipped_folder():
-    if (DEMO_MVGEN / "model_index.json").is_file():
+    if (demo_folder("mvgen") / "model_index.json").is_file():
         pipe = MultiViewPipeline.from_pretrained("demo")
         assert pipe.resolution == 128 and pipe.name == "demo"
         # trained on the rescaled schedule (docs/training.md); sampling must use the same one
         cfg = pipe.sdxl.scheduler.config
         assert cfg.rescale_betas_zero_snr and cfg.prediction_type == "v_prediction"
     else:
-        with pytest.raises(InputError, match="demo generator is missing"):
+        with pytest.raises(InputError, match="the shipped demo mvgen is missing from the installation"):
             MultiViewPipeline.from_pretrained("demo")
 
 

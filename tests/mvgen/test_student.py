@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from fourview.errors import InputError
-from fourview.mvgen.student import DEMO_STUDENT, load_student, student_scheduler, student_settings
+from fourview.mvgen.pipeline import MultiViewPipeline
+from fourview.mvgen.student import load_student, student_folder, student_scheduler, student_settings
+from fourview.pretrained import demo_folder
 
 
 def test_student_scheduler_takes_the_students_settings(tmp_path):
@@ -26,22 +28,31 @@ def test_student_scheduler_takes_the_students_settings(tmp_path):
 def test_missing_student_files_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="student.json"):
         student_settings(tmp_path)
-    with pytest.raises(InputError, match="student LoRA"):
+    with pytest.raises(InputError, match="student weights must be a folder with pytorch_lora_weights.safetensors"):
         load_student(object(), tmp_path)
+    with pytest.raises(InputError, match="student weights not found: owner/student .*not a hub id"):
+        student_folder("owner/student")
+    with pytest.raises(InputError, match="student weights not found: .*nowhere is neither a folder nor a hub id"):
+        load_student(object(), tmp_path / "nowhere")
+
+
+def test_demo_student_is_the_shipped_folder():
+    if not (demo_folder("student") / "pytorch_lora_weights.safetensors").is_file():
+        pytest.skip("shipped demo student absent")
+    assert student_folder("demo") == demo_folder("student")
+    assert student_folder(demo_folder("student")) == demo_folder("student")
 
 
 def test_shipped_student_fits_the_shipped_generator():
-    from fourview.mvgen.pipeline import DEMO_MVGEN, MultiViewPipeline
-
     if (
-        not (DEMO_STUDENT / "pytorch_lora_weights.safetensors").is_file()
-        or not (DEMO_MVGEN / "model_index.json").is_file()
+        not (demo_folder("student") / "pytorch_lora_weights.safetensors").is_file()
+        or not (demo_folder("mvgen") / "model_index.json").is_file()
     ):
         pytest.skip("shipped demo weights absent")
     pipe = MultiViewPipeline.from_pretrained("demo")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # peft warns when LoRA keys do not match the UNet
         load_student(pipe.sdxl, "demo")
-    assert student_settings(DEMO_STUDENT)["teacher"] == "demo"
+    assert student_settings(demo_folder("student"))["teacher"] == "demo"
     out = pipe("a red mug", num_inference_steps=4, guidance_scale=1.0, seed=0)
     assert out.grids.shape == (1, 128, 128, 3) and np.isfinite(out.grids).all()

@@ -155,10 +155,17 @@ def test_save_pretrained_from_pretrained_round_trip(tmp_path, renderer):
 
 def test_from_pretrained_errors(tmp_path):
     folder = _model().save_pretrained(tmp_path / "m")
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="reconstructor weights not found: .*nowhere is neither a folder"):
         Reconstructor.from_pretrained(tmp_path / "nowhere")
-    with pytest.raises(InputError, match="hub"):
+    with pytest.raises(InputError) as offline:
         Reconstructor.from_pretrained("fourview-test/no-such-model")  # offline in tests (HF_HUB_OFFLINE=1)
+    assert str(offline.value) == (
+        "cannot get reconstructor 'fourview-test/no-such-model' from the hub: "
+        "no network connection and no cached copy found"
+    )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="reconstructor weights must be a folder with config.json: .*empty"):
+        Reconstructor.from_pretrained(tmp_path / "empty")
     cfg = (folder / "config.json").read_text()
     (folder / "config.json").write_text(cfg.replace('"renderer"', '"rendererr"'))
     with pytest.raises(InputError, match="unknown key") as err:

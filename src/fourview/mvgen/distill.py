@@ -62,9 +62,9 @@ from fourview.mvgen.lcm import (
     skipping_timesteps,
 )
 from fourview.mvgen.lora import add_lora, lora_state_dict
-from fourview.mvgen.pipeline import DEMO_MVGEN
-from fourview.mvgen.student import STUDENT_FILE
+from fourview.mvgen.student import STUDENT_FILE, STUDENT_GUIDANCE, STUDENT_STEPS
 from fourview.mvgen.validation import default_val_prompts, validation_images, write_validation
+from fourview.pretrained import resolve_weights
 from fourview.training import EMA, CheckpointLayout, Checkpoints, RunConfig, averaged, step_generator, training_process
 
 logger = logging.getLogger(__name__)
@@ -364,13 +364,7 @@ def load_teacher(name: str):
     """
     from diffusers import StableDiffusionXLPipeline
 
-    path = name
-    if name == "demo":
-        if not (DEMO_MVGEN / "model_index.json").is_file():
-            raise InputError(f"the shipped demo generator is missing from the installation ({DEMO_MVGEN})")
-        path = str(DEMO_MVGEN)
-    elif Path(name).exists() and not (Path(name) / "model_index.json").is_file():
-        raise InputError(f"teacher must be a diffusers folder with model_index.json: {name}")
+    path = resolve_weights(name, "mvgen").location
     try:
         pipe = StableDiffusionXLPipeline.from_pretrained(path, dtype=torch.float32, add_watermarker=False)
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -494,8 +488,8 @@ def _save_student(c: LCMDistillConfig, pipe, unet_w, accelerator, out: Path, ste
         "scheduler": "LCMScheduler",
         "num_ddim_timesteps": c.num_ddim_timesteps,
         "timestep_scaling": c.timestep_scaling,
-        "recommended_steps": 4,
-        "recommended_guidance": 1.0,
+        "recommended_steps": STUDENT_STEPS,
+        "recommended_guidance": STUDENT_GUIDANCE,
         "teacher_guidance_range": [c.guidance_min, c.guidance_max],
         "lora_rank": c.lora_rank,
         "distill_steps": step,

@@ -20,13 +20,13 @@ own sampling loops (which it reuses, never copies):
 - the white background turned into alpha (`white_to_alpha`), giving the reconstructor's input.
 
 Weights come in through `MultiViewPipeline.from_pretrained` only: ``"demo"`` (the shipped
-weights, `DEMO_MVGEN`), a folder in diffusers' layout (``save_pretrained``), or a hub id.
+weights), a folder in diffusers' layout (``save_pretrained``), or a hub id, resolved by
+`fourview.pretrained.resolve_weights`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,7 +35,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import fourview
 from fourview.accelerators import optional_import
 from fourview.cameras import grid_to_views
 from fourview.errors import InputError
@@ -43,10 +42,15 @@ from fourview.images import WHITE_ALPHA_HIGH, WHITE_ALPHA_LOW
 from fourview.mvgen.blobs import BLOB_SIGMA, blob_image, check_strength, decode_latents, encode_images
 from fourview.mvgen.image_prompt import ImagePromptConfig, background_regions, conditioning_grid
 from fourview.mvgen.rerank import prompt_alignment
-from fourview.mvgen.student import DEMO_STUDENT, student_scheduler
-
-DEMO_MVGEN = Path(fourview.__file__).resolve().parent / "weights" / "mvgen-demo"
-"""The shipped demo generator (diffusers layout, 128 px grids; trained by `fourview train mvgen`)."""
+from fourview.mvgen.student import (
+    STUDENT_FILE,
+    STUDENT_GUIDANCE,
+    STUDENT_STEPS,
+    student_folder,
+    student_scheduler,
+    student_settings,
+)
+from fourview.pretrained import hub_error, quiet_hub_logs, resolve_weights
 
 Attention = Literal["auto", "sdpa", "xformers"]
 
@@ -69,8 +73,6 @@ ALPHA_HIGH: float = WHITE_ALPHA_HIGH
 CANDIDATE_SEED_STRIDE: int = 1_000_003
 """Seed offset between the candidates of one image (best-of-K sampling): candidate 0 keeps the
 image's own seed, so ``candidates=1`` draws exactly what it drew before."""
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -237,8 +239,9 @@ class MultiViewPipeline:
         """Load a generator: the shipped demo, a diffusers folder, or a hub id.
 
         Args:
-            name_or_path: ``"demo"`` (`DEMO_MVGEN`), a folder written by ``save_pretrained`` (with
-                ``model_index.json``), or a hub id ``owner/name`` (e.g. a fine-tuned SDXL).
+            name_or_path: ``"demo"`` (the shipped generator, 128 px grids), a folder written by
+                ``save_pretrained`` (with ``model_index.json``), or a hub id ``owner/name`` (e.g. a
+                fine-tuned SDXL); `fourview.pretrained.resolve_weights`.
             lora: optional LoRA weights (a folder or file in diffusers' LoRA format, as
                 ``save_lora_weights`` writes them) applied with weight ``lora_scale``.
             lora_scale: weight of ``lora``.
@@ -255,15 +258,18 @@ class MultiViewPipeline:
         from diffusers import StableDiffusionXLPipeline
 
         name = str(name_or_path)
-        path = _resolve_mvgen(name)
-        student = None if student is None else resolve_student(str(student))  # fail before loading
+        source = resolve_weights(name, "mvgen")
+        student = None if student is None else str(student_folder(student))  # fail before loading
+        quiet = quiet_hub_logs() if source.path is None else contextlib.nullcontext()
         try:
-            sdxl = StableDiffusionXLPipeline.from_pretrained(path, dtype=dtype, add_watermarker=False)
+            with quiet:  # a hub id's failure is the one line below, without diffusers' warnings first
+                sdxl = StableDiffusionXLPipeline.from_pretrained(source.location, dtype=dtype, add_watermarker=False)
         except (OSError, ValueError, KeyError, TypeError) as err:
+            if source.path is None:
+                raise hub_error("mvgen weights", name, err) from None
             first = (str(err).splitlines() or [type(err).__name__])[0]
-            where = "folder" if Path(path).exists() else "hub id (no network, or no such repository?)"
             raise InputError(
-                f"cannot load mvgen weights from {where} {name!r}: {type(err).__name__}: {first}"
+                f"cannot load mvgen weights from folder {name!r}: {type(err).__name__}: {first}"
             ) from None
         pipe = cls(sdxl.to(device), name=name)
         pipe.set_attention(attention)
@@ -291,7 +297,7 @@ class MultiViewPipeline:
         """Switch to a few-step student: its LoRA adapter (if given) and its scheduler.
 
         Args:
-            lora: ``"demo"`` (the shipped student, `DEMO_STUDENT`) or a student folder written by
+            lora: ``"demo"`` (the shipped student) or a student folder written by
                 ``fourview train mvgen-lcm`` (``pytorch_lora_weights.safetensors`` + ``student.json``),
                 or None when the student is already in the weights (a fully distilled UNet).
             scheduler: a diffusers scheduler instance; by default ``LCMScheduler`` with the current
@@ -299,7 +305,7 @@ class MultiViewPipeline:
                 (`fourview.mvgen.student.student_scheduler`).
         """
         if lora is not None:
-            lora = resolve_student(str(lora))
+            lora = str(student_folder(lora))
             self.load_lora(lora, 1.0, adapter_name="student")
         if scheduler is None:
             scheduler = student_scheduler(self.sdxl.scheduler.config, lora)
@@ -327,13 +333,12 @@ class MultiViewPipeline:
     def sampling_defaults(self) -> tuple[int, float]:
         """Recommended (steps, guidance): the student's (its ``student.json``) when one is loaded, else 30, 5.0."""
         if self.student is not None:
-            meta_file = Path(self.student) / "student.json"
-            if meta_file.is_file():
-                import json
-
-                meta = json.loads(meta_file.read_text(encoding="utf-8"))
-                return int(meta.get("recommended_steps", 4)), float(meta.get("recommended_guidance", 1.0))
-            return 4, 1.0
+            if (Path(self.student) / STUDENT_FILE).is_file():
+                meta = student_settings(self.student)
+                return int(meta.get("recommended_steps", STUDENT_STEPS)), float(
+                    meta.get("recommended_guidance", STUDENT_GUIDANCE)
+                )
+            return STUDENT_STEPS, STUDENT_GUIDANCE
         return DEFAULT_STEPS, DEFAULT_GUIDANCE
 
     def set_attention(self, attention: Attention = "auto") -> str:
@@ -618,39 +623,3 @@ class MultiViewPipeline:
         if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
             vae.to(torch.float32)
         return decode_latents(vae, latents).float()
-
-
-def resolve_student(name: str) -> str:
-    """``demo`` -> the shipped student folder; otherwise the path as given.
-
-    Raises:
-        InputError: ``demo`` asked for but not shipped, or a path that does not exist.
-    """
-    if name == "demo":
-        if not (DEMO_STUDENT / "pytorch_lora_weights.safetensors").is_file():
-            raise InputError(f"the shipped demo student is missing from the installation ({DEMO_STUDENT})")
-        return str(DEMO_STUDENT)
-    if not Path(name).expanduser().exists():
-        raise InputError(f"student weights not found: {name}")
-    return name
-
-
-def _resolve_mvgen(name: str) -> str:
-    """``demo`` -> the shipped folder; a folder must hold ``model_index.json``; else a hub id.
-
-    Raises:
-        InputError: missing demo weights, a folder without ``model_index.json``, or something that
-            is neither an existing folder nor a hub id.
-    """
-    if name == "demo":
-        if not (DEMO_MVGEN / "model_index.json").is_file():
-            raise InputError(f"the shipped demo generator is missing from the installation ({DEMO_MVGEN})")
-        return str(DEMO_MVGEN)
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path.is_dir() and (path / "model_index.json").is_file()):
-            raise InputError(f"mvgen weights must be a diffusers folder with model_index.json: {path}")
-        return str(path)
-    if not _HUB_ID.match(name):
-        raise InputError(f"mvgen weights not found: {name} is neither a folder nor a hub id 'owner/name'")
-    return name

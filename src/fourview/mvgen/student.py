@@ -12,14 +12,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fourview
 from fourview.errors import InputError
+from fourview.pretrained import resolve_weights
 
 STUDENT_FILE: str = "student.json"
 """Sampler settings written next to the student's LoRA weights."""
 
-DEMO_STUDENT: Path = Path(fourview.__file__).resolve().parent / "weights" / "mvgen-demo-lcm"
-"""The shipped student of the demo generator (LoRA + ``student.json``); ``load_student(pipe, "demo")``."""
+STUDENT_STEPS: int = 4
+"""Recommended sampler steps of a student (``student.json``'s ``recommended_steps`` unless it says otherwise)."""
+STUDENT_GUIDANCE: float = 1.0
+"""Recommended guidance of a student: 1, no classifier-free guidance (``recommended_guidance``)."""
+
+
+def student_folder(name: str | Path) -> Path:
+    """The local folder of a student: ``demo`` or a folder (`fourview.pretrained.resolve_weights`).
+
+    Raises:
+        InputError: the demo student missing, a folder without the LoRA file, or a hub id (a
+            student's ``student.json`` is read from a local folder).
+    """
+    source = resolve_weights(name, "student")
+    if source.path is None:
+        raise InputError(f"student weights not found: {name} (a student is 'demo' or a local folder, not a hub id)")
+    return source.path
 
 
 def student_scheduler(scheduler_config, student: str | Path | None = None):
@@ -53,16 +68,15 @@ def load_student(pipe, path: str | Path, adapter_name: str = "student", weight: 
     Args:
         pipe: a ``StableDiffusionXLPipeline`` (or the ``.sdxl`` of a `MultiViewPipeline`).
         path: the student folder (``pytorch_lora_weights.safetensors`` + ``student.json``), or
-            "demo" for the shipped one (`DEMO_STUDENT`, distilled from the demo generator).
+            "demo" for the shipped one (distilled from the demo generator;
+            `fourview.pretrained.resolve_weights`).
         adapter_name: name of the adapter.
         weight: LoRA weight of the student (1 as distilled).
 
     Raises:
         InputError: the folder or its weights are missing or unreadable.
     """
-    path = DEMO_STUDENT if str(path) == "demo" else Path(path)
-    if not (path / "pytorch_lora_weights.safetensors").is_file():
-        raise InputError(f"no student LoRA (pytorch_lora_weights.safetensors) in {path}")
+    path = student_folder(path)
     from diffusers.utils import logging as dlogging
 
     active = [a for a in pipe.get_active_adapters() if a != adapter_name] if _has_adapters(pipe) else []

@@ -1,17 +1,17 @@
-"""Where reconstructor weights come in: a local folder or a model hub (the only module that downloads).
+"""Where reconstructor weights come in: ``demo``, a local folder or a model hub (the only module that downloads them).
 
 A pretrained reconstructor is a folder with ``config.json`` (`fourview.recon.config.ReconConfig`,
 strict) and ``model.safetensors`` (the state dict of `fourview.recon.model.Reconstructor`), as
 `Reconstructor.save_pretrained` writes it. Nothing is unpickled. This module finds the folder
-(`resolve_pretrained`) and reads its files (`read_config`, `read_weights`, `check_weights_fit`);
-it needs no model class: `Reconstructor.from_pretrained` builds the model from them, and
-`load_init_weights` fills a model it is given (stage B from stage A).
+(`resolve_pretrained`: `fourview.pretrained.resolve_weights` decides, a hub id is downloaded here)
+and reads its files (`read_config`, `read_weights`, `check_weights_fit`); it needs no model class:
+`Reconstructor.from_pretrained` builds the model from them, and `load_init_weights` fills a
+model it is given (stage B from stage A).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fourview.errors import InputError
+from fourview.pretrained import hub_error, quiet_hub_logs, resolve_weights
 from fourview.recon.config import ReconConfig
 
 __all__ = [
@@ -39,38 +40,30 @@ __all__ = [
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
 
 def resolve_pretrained(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """The local folder holding a pretrained reconstructor: the path itself, or a hub snapshot.
+    """The local folder holding a pretrained reconstructor: the shipped demo, a folder, or a hub snapshot.
 
     Args:
-        name_or_path: a folder, or a hub repository id ``owner/name`` (downloaded with
-            ``huggingface_hub.snapshot_download``, which uses its cache and honours ``HF_HUB_OFFLINE``).
+        name_or_path: ``demo``, a folder, or a hub repository id ``owner/name``
+            (`fourview.pretrained.resolve_weights`); a hub id is downloaded with
+            ``huggingface_hub.snapshot_download``, which uses its cache and honours ``HF_HUB_OFFLINE``.
         revision: hub revision (branch, tag or commit) for a hub id.
 
     Raises:
-        InputError: a missing folder, or a hub id that cannot be fetched (for example offline).
+        InputError: missing demo weights, a folder without ``config.json``, or a hub id that cannot
+            be fetched (one line: offline without a cached copy, or no such repository).
     """
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(
-                f"pretrained reconstructor must be a folder with {CONFIG_NAME} and {WEIGHTS_NAME}: {path}"
-            )
-        return path
-    text = str(name_or_path)
-    if not _HUB_ID.match(text):
-        raise InputError(f"pretrained reconstructor not found: {text} is neither a folder nor a hub id 'owner/name'")
+    source = resolve_weights(name_or_path, "recon")
+    if source.path is not None:
+        return source.path
     try:
-        local = snapshot_download(repo_id=text, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
-    except Exception as err:  # offline, unknown repo, no access: all the same to the user
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise InputError(
-            f"cannot get reconstructor {text!r} from the hub (no network, or no such repository?): "
-            f"{type(err).__name__}: {first}"
-        ) from None
+        with quiet_hub_logs():  # the one-line error below says it all
+            local = snapshot_download(
+                repo_id=source.hub_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
+            )
+    except Exception as err:  # offline, unknown repo, no access: one line for each
+        raise hub_error("reconstructor", source.location, err) from None
     return Path(local)
 
 
