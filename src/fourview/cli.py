@@ -633,10 +633,84 @@ def _train_mvgen_lcm_command() -> click.Command:
 cli.lazy_command("generate", "Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json.")(
     _generate_command
 )
+cli.lazy_command("image", "One photo -> background removed (DIR/mask.png) -> DIR/model.glb, views.png, meta.json.")(
+    _image_command
+)
 cli.lazy_command("reconstruct", "Four views or one 2x2 grid image -> DIR/model.glb, views.png, meta.json.")(
     _reconstruct_command
 )
 cli.lazy_command("export", "Re-export a saved reconstruction without running the models.")(_export_command)
+cli.lazy_command("batch", "A manifest of prompts, photos or views -> DIR/NAME/ per item, resumable.")(_batch_command)
+
+
+def _bench_command() -> click.Group:
+    @click.group("bench", cls=_LazyGroup)
+    def bench() -> None:
+        """Benchmarks measured by one written protocol (docs/benchmark-protocol.md)."""
+
+    @bench.lazy_command("gso", "Google Scanned Objects: renders in, the reconstruction scored against the scan.")
+    def _gso_command() -> click.Command:
+        from fourview.evaluation.gso_benchmark import GsoBenchConfig
+        from fourview.pipeline import ExportSettings, FitSettings
+
+        @click.command("gso", context_settings={"max_content_width": 119})
+        @click.option(
+            "--root", type=click.Path(file_okay=False, path_type=Path), required=True,
+            help="Folder of GSO-layout objects (NAME/meshes/model.obj, texture in NAME/materials/textures/).",
+        )  # fmt: skip
+        @click.option(
+            "-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+            help="Output folder; a rerun resumes in it (finished objects are skipped).",
+        )  # fmt: skip
+        @click.option("--quiet", is_flag=True, help="No progress bars.")
+        @_dataclass_options(
+            GsoBenchConfig, "config",
+            only=("objects", "subset", "mode", "method", "input_resolution", "albedo", "recon", "mvgen", "device",
+                  "max_objects", "seed", "hull_resolution"),
+            flags={"input_resolution": "input-res", "hull_resolution": "hull-res"},
+        )  # fmt: skip
+        @_dataclass_options(FitSettings, "fit", flags={"resolution": "res"})
+        @_dataclass_options(
+            ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid", "method": "extraction"}
+        )
+        def gso(root, out_dir, quiet, config, fit, export) -> None:
+            """Reconstruct GSO scans from their renders (--mode, or --method hull) and score them against the scans:
+            PSNR/SSIM/LPIPS over 24 novel views, Chamfer distance and F-score in the object frame and aligned, volume
+            IoU -> OUT/results.jsonl, results.csv, results.md, summary.json."""
+            import time
+
+            from fourview.evaluation.gso_benchmark import run_gso_benchmark
+            from fourview.pipeline import FourViewPipeline, SamplingSettings, check_device
+
+            if config.mode not in ("optimize", "refine") and fit != FitSettings():
+                raise InputError("--steps, --res and --round-bottom set the fits of --mode optimize and refine")
+            fit_config = None
+            if config.mode in ("optimize", "refine"):
+                fit_config = fit.optimize_config() if config.mode == "optimize" else fit.refine_config()
+            check_device(config.device)
+            models = config.pipeline_models()
+            t0 = time.perf_counter()
+            pipe = None if models is None else FourViewPipeline.from_pretrained(**models, device=config.device)
+            load_s = time.perf_counter() - t0
+            sampling = SamplingSettings(seed=config.seed) if config.mode == "image" else None
+            summary = run_gso_benchmark(config, root, out_dir, pipe, export, fit_config, sampling, progress=not quiet)
+            means = summary.means
+            headline = ("psnr_128", "psnr_512", "chamfer", "aligned_chamfer", "fscore@0.1", "volume_iou")
+            shown = [f"{k} {means[k]:.4g}" for k in headline if means.get(k) is not None]
+            click.echo(
+                f"scored {summary.computed} objects, skipped {summary.skipped} finished before (models loaded in "
+                f"{load_s:.1f} s); {len(summary.results)} of {summary.selected} in {out_dir}: {', '.join(shown)}"
+            )
+            click.echo(f"wrote {', '.join(p.name for p in summary.files)}")
+
+        return gso
+
+    return bench
+
+
+cli.lazy_command("bench", "Benchmarks: 'bench gso' reconstructs Google Scanned Objects and scores them.")(
+    _bench_command
+)
 
 
 def _object_list(items: tuple[str, ...]) -> list[Path]:

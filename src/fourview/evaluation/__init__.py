@@ -4,8 +4,9 @@ Above the export and recon stages, below the pipeline: it may import `data`, `re
 `render` and the floor. Modules: `protocol` (the GSO protocol's cameras and fixed numbers), `gso`
 (finding, listing and loading GSO-layout objects), `metrics` (PSNR, SSIM, LPIPS when its weights
 are present), `geometry` (Chamfer distance, F-score, volume IoU), `alignment` (the SF3D/SPAR3D
-normalise + rotation search + ICP protocol) and `adherence` (the synthetic world's colour and
-shape adherence).
+normalise + rotation search + ICP protocol), `adherence` (the synthetic world's colour and
+shape adherence) and `gso_benchmark` (the GSO benchmark of `fourview bench gso`, run on a loaded
+pipeline).
 """
 
 from fourview.evaluation.adherence import canonical_mesh, nearest_colour, srgb_to_lab, surface_albedo, voxelize
@@ -28,6 +29,13 @@ from fourview.evaluation.gso import (
     read_object_list,
     select_objects,
 )
+from fourview.evaluation.gso_benchmark import (
+    GsoBenchConfig,
+    GsoBenchSummary,
+    ObjectResult,
+    caption_from_name,
+    run_gso_benchmark,
+)
 from fourview.evaluation.metrics import ImageScores, Lpips, image_scores, load_lpips
 from fourview.evaluation.protocol import input_cameras, novel_cameras
 
@@ -36,11 +44,15 @@ __all__ = [
     "Alignment",
     "AlignmentConfig",
     "GeometryScores",
+    "GsoBenchConfig",
+    "GsoBenchSummary",
     "GsoObject",
     "ImageScores",
     "Lpips",
+    "ObjectResult",
     "align_points",
     "canonical_mesh",
+    "caption_from_name",
     "chamfer_distance",
     "evaluation_objects",
     "find_gso_objects",
@@ -53,6 +65,7 @@ __all__ = [
     "novel_cameras",
     "occupancy_grid",
     "read_object_list",
+    "run_gso_benchmark",
     "select_objects",
     "srgb_to_lab",
     "surface_albedo",
