@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 
 from fourview.cli import main
@@ -84,6 +85,22 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and "train" in out.stdout, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize(
+    "path, param",
+    [(["data", "render"], "elevation"), (["reconstruct"], "elevation"), (["generate"], "sampling__elevation_deg")],
+)
+def test_rig_elevation_defaults_are_the_camera_constant(path, param):
+    """cli.py writes the rig elevation as a literal where importing fourview.cameras would import torch."""
+    from fourview.cameras import DEFAULT_ELEVATION_DEG
+    from fourview.cli import cli
+
+    command = cli
+    for name in path:
+        command = command.get_command(click.Context(command), name)
+    (option,) = [p for p in command.params if p.name == param]
+    assert option.default == DEFAULT_ELEVATION_DEG
 
 
 def test_train_commands_are_built_on_demand_with_their_config_options(capsys):

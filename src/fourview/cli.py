@@ -98,7 +98,9 @@ def data_synth(count: int, seed: int, split: str, out_dir: Path, quiet: bool) ->
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--objects", "objects_json", type=click.Path(dir_okay=False), help="JSON list of {name, mesh, up_axis}.")
 @click.option("--res", type=int, default=512, show_default=True, help="Image side, pixels.")
-@click.option("--elevation", type=float, default=20.0, show_default=True, help="Rig elevation, degrees.")
+@click.option(  # default: fourview.cameras.DEFAULT_ELEVATION_DEG, a literal so that --help imports no torch
+    "--elevation", type=float, default=20.0, show_default=True, help="Rig elevation, degrees."
+)
 @click.option("--random", "num_random", type=int, default=100, show_default=True, help="Random views per object.")
 @click.option(
     "--random-elevation",
@@ -385,7 +387,7 @@ def _reconstruct_command() -> click.Command:
     @click.command("reconstruct", context_settings={"max_content_width": 119})
     @click.argument("views", nargs=-1, required=True)
     @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-    @click.option(
+    @click.option(  # default: fourview.cameras.DEFAULT_ELEVATION_DEG (tests/test_cli.py checks they agree)
         "--elevation", type=float, default=20.0, show_default=True, help="Elevation of the input rig, degrees."
     )
     @click.option(

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from fourview.atomic import atomic_folder
-from fourview.cameras import RADIUS, Camera, orthogonal_rig, random_cameras, views_to_grid
+from fourview.cameras import DEFAULT_ELEVATION_DEG, RADIUS, Camera, orthogonal_rig, random_cameras, views_to_grid
 from fourview.data.assets import load_asset
 from fourview.data.examples import example_path
 from fourview.errors import InputError
@@ -62,7 +62,7 @@ class RenderSettings:
     """
 
     resolution: int = 512
-    elevation_deg: float = 20.0
+    elevation_deg: float = DEFAULT_ELEVATION_DEG
     num_random: int = 100
     random_elevation_deg: tuple[float, float] = (-90.0, 90.0)
     radius: float = RADIUS

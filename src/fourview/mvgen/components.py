@@ -14,7 +14,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionMode
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from fourview.errors import InputError
-from fourview.mvgen.config import MVGenConfig, TextEncoderConfig
+from fourview.mvgen.config import CLIP_MAX_LENGTH, MVGenConfig, TextEncoderConfig
 from fourview.mvgen.tokenizer import VOCAB_SIZE, build_clip_tokenizer
 
 MAX_RANDOM_PARAMETERS: int = 500_000_000
@@ -65,7 +65,7 @@ def build_vae(config: MVGenConfig) -> AutoencoderKL:
     )
 
 
-def clip_text_config(enc: TextEncoderConfig, max_length: int = 77) -> CLIPTextConfig:
+def clip_text_config(enc: TextEncoderConfig, max_length: int = CLIP_MAX_LENGTH) -> CLIPTextConfig:
     """``transformers.CLIPTextConfig`` of a text encoder (CLIP's vocabulary and special ids)."""
     return CLIPTextConfig(
         vocab_size=VOCAB_SIZE,

@@ -22,6 +22,9 @@ from fourview.errors import InputError
 
 Preset = Literal["tiny", "demo", "full"]
 
+CLIP_MAX_LENGTH: int = 77
+"""Tokens per prompt, start and end included, that CLIP's and SDXL's text encoders take."""
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -93,7 +96,7 @@ class MVGenConfig:
         hidden_size=1280, num_layers=32, num_heads=20, intermediate_size=5120, hidden_act="gelu", projection_dim=1280
     )
     """SDXL's second text encoder (OpenCLIP ViT-bigG/14 text tower in ``full``)."""
-    max_length: int = 77
+    max_length: int = CLIP_MAX_LENGTH
     """Tokens per prompt."""
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     """What the UNet predicts (SDXL-base: epsilon; the from-scratch demo: v_prediction)."""

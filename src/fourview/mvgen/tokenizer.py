@@ -17,6 +17,8 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
+from fourview.mvgen.config import CLIP_MAX_LENGTH
+
 VOCAB_SIZE: int = 49408
 """Number of CLIP tokens (ids 0..49407); 49406 is ``<|startoftext|>``, 49407 ``<|endoftext|>``."""
 
@@ -63,13 +65,13 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], tuple[str, ...]]:
     return vocab, merges
 
 
-def build_clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int = 77) -> CLIPTokenizer:
+def build_clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int = CLIP_MAX_LENGTH) -> CLIPTokenizer:
     """A CLIP tokenizer (transformers) with OpenAI CLIP's vocabulary, built offline.
 
     Args:
         pad_token: padding token. SDXL's ``tokenizer`` pads with ``<|endoftext|>`` (id 49407),
             its ``tokenizer_2`` with ``"!"`` (id 0).
-        model_max_length: sequence length the text encoders take (77 in CLIP and SDXL).
+        model_max_length: sequence length the text encoders take (CLIP's and SDXL's: `CLIP_MAX_LENGTH`).
 
     Returns:
         A ``transformers.CLIPTokenizer``; ``save_pretrained`` writes the hub's file layout.
