@@ -18,11 +18,9 @@ from fourview.errors import InputError
 WHITE_ALPHA_LOW: float = 0.03
 """Distance from white (``1 - min(R, G, B)``) below which a background pixel of a view on white is clear."""
 WHITE_ALPHA_HIGH: float = 0.08
-"""Distance from white above which a pixel of a view on white is object (opaque). With (0.03, 0.08)
-the alpha of 1200 rig renders of the synthetic world, recovered from their composite on white by
-`fourview.mvgen.pipeline.white_to_alpha`, has a mean mask IoU of 0.989 with the true alpha (the
-misses are white objects on the white background: "white" is 235 in
-`fourview.data.synthetic.COLOURS`)."""
+"""Distance from white above which a pixel of a view on white is object (opaque). Calibrated with
+`WHITE_ALPHA_LOW` on rig renders of the synthetic world (docs/benchmarks.md); white objects on the
+white background are what it misses."""
 
 
 def read_rgba(path: str | os.PathLike) -> np.ndarray:

@@ -7,9 +7,8 @@ docs/conventions.md: ``(0, 0)`` is the bottom-left corner of the texture image.
 
 xatlas's chart growing is super-linear in the chart size, so chart area is capped at what about
 `UVConfig.max_chart_faces` average faces cover (the mesh's area times ``max_chart_faces / F``):
-on a 50k-face mesh, 200 faces per chart takes the unwrap from about 26 s to 1.5 s of CPU time,
-at the price of more, smaller charts (more seams, which the baker pads). Small meshes are not
-capped at all.
+large meshes unwrap many times faster (docs/benchmarks.md), at the price of more, smaller charts
+(more seams, which the baker pads). Small meshes are not capped at all.
 """
 
 from __future__ import annotations

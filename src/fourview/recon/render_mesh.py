@@ -10,9 +10,8 @@ the field colour, gradients also reach positions through the interpolated surfac
 
 Known limit (nvdiffrast's algorithm, not this port): `antialias` only sees a silhouette edge of the
 triangle that covers the pixel, so on smooth, finely tessellated meshes -- whose outline runs
-along thin, foreshortened triangles -- it finds part of the outline. Measured on DMTet spheres
-(radius 0.5): d(coverage)/d(SDF offset) through the silhouettes is 58% of a finite difference for
-a grid of 6 rendered at 96 px, 26% for a grid of 12 at 48 px, 7% for a grid of 32 at 128 px.
+along thin, foreshortened triangles -- it finds part of the outline, and the silhouette gradient
+is a fraction of the true one, smaller for finer grids (docs/benchmarks.md).
 
 Images come out in fourview's layout (row 0 at the top; the rasteriser's row 0 is the bottom).
 No lighting: the colour is the field's or the vertices' sRGB value, like the reconstructor's

@@ -41,10 +41,8 @@ Backends (the ``backend`` argument):
   Temporary memory: 4 corner rows per sample of one plane, ``B * N * 4 * C`` values. On CUDA
   its ``index_add_`` uses atomics, so the plane gradient is not bitwise deterministic there.
 * ``"grid_sample"``: `sample_triplane_reference` (``F.grid_sample``, one call for the three
-  planes). On CUDA its fused kernels beat the torch backend's gathers and scatters: on an H100
-  (`benchmarks/bench_grid_sample_cuda.py`: B=4, C=32, 256x256 planes, 2^18 points, float32)
-  forward 1.8 ms against 14.9 ms, forward and backward 9.4 ms against 21.8 ms, 0.9 GB against
-  1.5 GB at peak.
+  planes). On CUDA its fused kernels beat the torch backend's gathers and scatters in time and
+  memory (docs/benchmarks.md, `benchmarks/bench_grid_sample_cuda.py`).
 * ``"auto"`` (default): numba for float32/float64 CPU tensors, grid_sample for CUDA tensors,
   torch otherwise.
 """

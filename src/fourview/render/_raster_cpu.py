@@ -23,9 +23,9 @@ triangles on either side of a shared edge compute exactly negated edge functions
 pixel is drawn once. The depth buffer is the float32 z/w channel of the output; a fragment
 replaces the stored one when its z/w is smaller, so equal depths keep the lower triangle index.
 
-The kernels run on one thread (``nogil``, so callers may use threads of their own). Measured on
-the project's 2-core machine, numba's ``parallel=True`` (one task per band of rows) made a
-512x512 render of a 131k-face mesh slower, not faster: its OpenMP workers spin against torch's.
+The kernels run on one thread (``nogil``, so callers may use threads of their own): numba's
+``parallel=True`` was slower, not faster, its OpenMP workers spinning against torch's
+(docs/benchmarks.md).
 
 Conventions are nvdiffrast's: image row 0 is clip-space y = -1, pixel (row, col) has its centre
 at ``((col + 0.5) / W * 2 - 1, (row + 0.5) / H * 2 - 1)``.

@@ -30,10 +30,9 @@ returns it from a CUDA context). Pixel centres exactly on an edge and equal dept
 by fixed rules (see `fourview.render._raster_cpu`), which may differ from nvdiffrast's.
 Triangle ids are stored in float32, exact up to 2**24 triangles, as in nvdiffrast.
 
-Speed (``benchmarks/bench_raster.py``): a 512x512 view of a 131k-face mesh takes about 15 ms for
-`rasterize` + `interpolate` on one core of the project's 2-core machine, 6-7x faster than
-embree's first-hit ray casting through trimesh. The kernels are compiled by numba on first use
-(a few seconds, then cached on disk next to the module) and run single-threaded.
+Speed against embree's ray casting through trimesh: docs/benchmarks.md
+(``benchmarks/bench_raster.py``). The kernels are compiled by numba on first use (a few seconds,
+then cached on disk next to the module) and run single-threaded.
 """
 
 from __future__ import annotations
