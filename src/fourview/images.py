@@ -7,10 +7,11 @@ premultiplied, alpha); on disk they are PNG. Models see RGB composited on white.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fourview.atomic import write_file_atomic
 from fourview.errors import InputError
@@ -23,23 +24,71 @@ WHITE_ALPHA_HIGH: float = 0.08
 white background are what it misses."""
 
 
-def read_rgba(path: str | os.PathLike) -> np.ndarray:
+MAX_IMAGE_PIXELS: int = 40_000_000
+"""Largest image `read_rgba` decodes (width x height): 40 megapixels, a 7300 x 5470 photo. Larger files, and
+decompression bombs (a small file declaring a huge image), are refused before their pixels are decoded."""
+MIN_PHOTO_SIDE: int = 16
+"""Smallest side of a photo to find an object in, pixels (`fourview.matting`)."""
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_rgba(path: str | os.PathLike, min_side: int = 2) -> np.ndarray:
     """Read an image file as RGBA float32 [H, W, 4] in [0, 1]; opaque if it has no alpha.
 
+    Converted by mode: 8-bit images (1, L, LA, P with or without transparency, RGB, RGBA, CMYK,
+    YCbCr...) through Pillow's RGBA conversion; 16-bit grayscale (I;16, and I as Pillow reads
+    16-bit PNGs) scaled by 65535 (Pillow's own conversion would clip it to white); 32-bit float (F)
+    clipped to [0, 1]. A camera's EXIF orientation is applied (phone photos are stored sideways).
+
+    Args:
+        path: the image file.
+        min_side: smallest width and height accepted, pixels (`MIN_PHOTO_SIDE` for photos).
+
     Raises:
-        InputError: the file is missing or not a readable image.
+        InputError: the file is missing, not a readable image, larger than `MAX_IMAGE_PIXELS`
+            (or a decompression bomb), or smaller than ``min_side`` on a side.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, never decoded
+            with Image.open(path) as im:
+                _check_image_size(path, im.size, min_side)
+                rgba = _to_rgba(ImageOps.exif_transpose(im))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            f"image {path} declares more pixels than Pillow decodes safely (a decompression bomb?); "
+            f"the limit is {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InputError(
             f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
     return rgba
+
+
+def _check_image_size(path: Path, size: tuple[int, int], min_side: int) -> None:
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"image {path} is {w}x{h} pixels, over the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels; "
+            "scale it down first"
+        )
+    if min(w, h) < min_side:
+        raise InputError(f"image {path} is {w}x{h} pixels: too small (at least {min_side} pixels a side)")
+
+
+def _to_rgba(im: Image.Image) -> np.ndarray:
+    """[H, W, 4] float32 in [0, 1] from a Pillow image of any mode, scaled by its bit depth."""
+    if im.mode in _SIXTEEN_BIT_MODES or im.mode == "F":
+        scale = 1.0 if im.mode == "F" else 65535.0
+        grey = np.clip(np.asarray(im, dtype=np.float32) / scale, 0.0, 1.0)  # [H, W]
+        return np.concatenate([np.repeat(grey[..., None], 3, axis=-1), np.ones_like(grey)[..., None]], axis=-1)
+    if im.mode == "CMYK":  # through RGB: CMYK has no alpha
+        im = im.convert("RGB")
+    return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
