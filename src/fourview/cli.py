@@ -562,6 +562,73 @@ def _export_command() -> click.Command:
     return export
 
 
+def _batch_command() -> click.Command:
+    from fourview.asset import SaveSettings
+    from fourview.pipeline import ExportSettings, ModelSettings, SamplingSettings
+
+    @click.command("batch", context_settings={"max_content_width": 119})
+    @click.argument("manifest", required=False, type=click.Path(dir_okay=False, path_type=Path))
+    @click.option(
+        "-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+        help="Output folder: DIR/NAME/ per item and DIR/results.jsonl; a re-run resumes in it.",
+    )  # fmt: skip
+    @click.option("--retry-failed", is_flag=True, help="Run the items that failed in an earlier run again.")
+    @click.option(
+        "--merge", is_flag=True,
+        help="Merge every shard's results into DIR/results.jsonl (without MANIFEST: only that).",
+    )  # fmt: skip
+    @click.option("--quiet", is_flag=True, help="No progress bar.")
+    @_dataclass_options(ModelSettings, "models")
+    @_dataclass_options(
+        SamplingSettings,
+        "sampling",
+        flags={"guidance_scale": "guidance", "negative_prompt": "negative", "elevation_deg": "elevation"},
+    )
+    @_dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"})
+    @_dataclass_options(
+        SaveSettings,
+        "save",
+        only=("formats", "turntable_frames", "preview_resolution"),
+        flags={"formats": "format", "turntable_frames": "turntable"},
+        defaults={"turntable_frames": 24, "preview_resolution": 192},
+    )
+    def batch(manifest, out_dir, retry_failed, merge, quiet, models, sampling, export, save) -> int:
+        """Many items, models loaded once: MANIFEST -> DIR/NAME/ per item + DIR/results.jsonl.
+
+        MANIFEST: JSON lines (.jsonl), CSV with a header (.csv) or text (one prompt per line). Keys:
+        prompt, image (+ prompt), views (4 paths or a grid), name, and per-item seed, steps, guidance,
+        negative, candidates, elevation, method, faces, texture_size. An item without a seed uses
+        --seed plus its index. Finished items are skipped on a re-run; exit status 1 if any item
+        failed. Sharded by RANK/WORLD_SIZE (torchrun, Accelerate) or SLURM_PROCID/SLURM_NTASKS: shard
+        r takes items i % W == r into DIR/results.rankR-of-W.jsonl; rank 0 merges at its end.
+        """
+        from fourview.batch import merge_results, read_manifest, run_batch, shard_device
+        from fourview.data.dataset_renderer import shard_from_env
+        from fourview.pipeline import check_device
+
+        if manifest is None:
+            if not merge:
+                raise InputError("give a MANIFEST (JSON lines, CSV or text), or --merge to merge DIR's shard results")
+            click.echo(f"merged the results into {merge_results(out_dir)}")
+            return 0
+        items = read_manifest(manifest, sampling, export)
+        rank, world_size = shard_from_env()
+        check_device(shard_device(models.device, world_size))
+        if any(item.kind != "views" for item in items):
+            _quiet_library_progress_bars()
+        s = run_batch(items, out_dir, models, save, rank=rank, world_size=world_size, retry_failed=retry_failed,
+                      progress=not quiet)  # fmt: skip
+        merged = s.merged or (merge_results(out_dir) if merge else None)
+        shard = "" if world_size == 1 else f"shard {rank}/{world_size}: "
+        click.echo(
+            f"{shard}{s.items} items: {s.done} made, {s.skipped} finished before, {s.failed} failed; "
+            f"results in {merged or s.results}"
+        )
+        return 1 if s.failed else 0
+
+    return batch
+
+
 def _quiet_library_progress_bars() -> None:
     """diffusers' and transformers' loading bars would interleave with ours (the sampling bar is ours, named)."""
     import diffusers
