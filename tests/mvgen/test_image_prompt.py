@@ -1,4 +1,4 @@
-"""A photo as the front view: background removal, framing, mask geometry, and the inpainting pass."""
+"""A photo as the front view: framing, mask geometry, and the inpainting pass (background removal: test_matting)."""
 
 from __future__ import annotations
 
@@ -9,58 +9,45 @@ import pytest
 import torch
 
 from fourview.errors import InputError
+from fourview.matting import MattingConfig, remove_background
 from fourview.mvgen.blobs import blob_image, decode_latents, encode_images
 from fourview.mvgen.image_prompt import (
+    PHOTO_PROMPT,
     ImagePromptConfig,
     conditioning_grid,
-    photo_to_rgba,
+    demo_photo_warning,
     place_in_cell,
-    remove_background,
 )
 from fourview.mvgen.pipeline import BLOB_SIGMA
 from tests.mvgen.test_pipeline import tiny_pipeline
-
-BACKDROP = np.array([0.35, 0.55, 0.8], np.float32)
-
-
-def _photo(h: int = 60, w: int = 100) -> np.ndarray:
-    """An opaque photo: a red disc (with a backdrop-coloured spot inside it) off-centre on a blue backdrop."""
-    img = np.broadcast_to(BACKDROP, (h, w, 3)).copy()
-    rr, cc = np.mgrid[0:h, 0:w] + 0.5
-    disc = (rr - 25) ** 2 + (cc - 65) ** 2 < 15**2
-    img[disc] = [0.8, 0.1, 0.1]
-    img[24:27, 64:67] = BACKDROP  # enclosed by the object: not background
-    img += np.random.default_rng(0).normal(0, 0.01, img.shape).astype(np.float32)  # sensor noise
-    return np.clip(img, 0, 1), disc
+from tests.test_matting import BACKDROP, disc_photo
 
 
-def test_remove_background_from_border_colour():
-    img, disc = _photo()
-    rgba = remove_background(img)
-    a = rgba[..., 3]
-    assert rgba.shape == (60, 100, 4)
-    np.testing.assert_array_equal(rgba[..., :3], img)
-    assert a[0].max() == 0 and a[-1].max() == 0 and a[:, 0].max() == 0 and a[:, -1].max() == 0
-    assert (a[disc] == 1.0).all()  # the whole disc, including its backdrop-coloured spot
-    assert a[~disc].mean() < 0.01
-    ring = np.zeros((60, 100, 3), np.float32) + BACKDROP  # a thick red ring around a big backdrop hole
-    rr, cc = np.mgrid[0:60, 0:100] + 0.5
-    r = np.hypot(rr - 30, cc - 50)
-    ring[(r > 12) & (r < 22)] = [0.8, 0.1, 0.1]
-    alpha = remove_background(ring)[..., 3]
-    assert alpha[30, 50] == 0.0 and alpha[30, 33] == 1.0  # the backdrop seen through the hole is background
-
-
-def test_photo_to_rgba_keeps_real_alpha_and_rejects_empty():
+def test_the_grid_takes_a_photo_or_its_matte():
     rgba = np.zeros((20, 20, 4), np.float32)
     rgba[5:15, 5:15] = [0.0, 1.0, 0.0, 1.0]
-    np.testing.assert_array_equal(photo_to_rgba(rgba), rgba)
+    cond = conditioning_grid(rgba, 32)
+    np.testing.assert_array_equal(conditioning_grid(remove_background(rgba), 32).front, cond.front)
+    img, _ = disc_photo()
+    key = conditioning_grid(img, 64, ImagePromptConfig(matting=MattingConfig(method="border_key")))
+    matte = remove_background(img, MattingConfig(method="border_key"))
+    np.testing.assert_array_equal(conditioning_grid(matte, 64).front, key.front)
     with pytest.raises(InputError, match="no object"):
-        photo_to_rgba(np.zeros((20, 20, 4), np.float32))
+        conditioning_grid(np.zeros((20, 20, 4), np.float32), 32)
     with pytest.raises(InputError, match="no object"):
-        photo_to_rgba(np.broadcast_to(BACKDROP, (20, 20, 3)))  # nothing but backdrop
-    with pytest.raises(InputError, match=re.escape("expected an RGB or RGBA image [H, W, 3|4], got (20, 20)")):
-        photo_to_rgba(np.zeros((20, 20), np.float32))
+        conditioning_grid(np.broadcast_to(BACKDROP, (20, 20, 3)), 32)  # nothing but backdrop
+    with pytest.raises(InputError):
+        conditioning_grid(np.zeros((20, 20), np.float32), 32)
+
+
+def test_the_demo_generator_warns_about_photos():
+    from fourview.data.synthetic import SHAPES
+
+    warning = demo_photo_warning("demo")
+    assert f"{len(SHAPES)} object classes" in warning and "mug" in warning and "--mvgen" in warning
+    assert "\n" not in warning
+    assert demo_photo_warning("stabilityai/stable-diffusion-xl-base-1.0") is None and demo_photo_warning(None) is None
+    assert PHOTO_PROMPT == "an object"
 
 
 @pytest.mark.parametrize("fill", [0.5, 0.8])
@@ -82,7 +69,7 @@ def test_place_in_cell_recentres_and_scales(fill):
 
 
 def test_conditioning_grid_and_mask_geometry():
-    img, _ = _photo()
+    img, _ = disc_photo()
     cond = conditioning_grid(img, 64)
     assert cond.grid.shape == (64, 64, 3) and cond.mask.shape == (64, 64) and cond.front.shape == (32, 32, 4)
     assert (cond.mask[:32, :32] == 0).all()  # keep the front cell (az 0, top-left)
@@ -110,7 +97,7 @@ def pipe():
 
 @pytest.mark.parametrize("strength", [1.0, 0.6])
 def test_inpainting_keeps_the_front_cell_and_generates_the_rest(pipe, strength):
-    img, _ = _photo()
+    img, _ = disc_photo()
     out = pipe("a red ball", num_inference_steps=5, seed=0, image=img, blob_strength=strength)
     cond = conditioning_grid(img, 64, fill_other=blob_image(64, BLOB_SIGMA) if strength < 1 else None)
     known = encode_images(pipe.sdxl.vae, torch.from_numpy(cond.grid).permute(2, 0, 1)[None])  # [1, 4, 32, 32]
@@ -139,20 +126,6 @@ def test_inpainting_with_rgba_photo_and_batch(pipe):
     torch.testing.assert_close(out.latents[0, :, :16, :16], out.latents[1, :, :16, :16], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["teddy_rgba.png", "catstatue_rgba.png"])
-@pytest.mark.parametrize("backdrop", [(1.0, 1.0, 1.0), (0.2, 0.5, 0.3)])
-def test_background_removal_on_real_cutouts(shared_data, name, backdrop):
-    """Real photos' cut-outs composited on a plain backdrop: the estimated alpha matches theirs."""
-    from fourview.images import read_rgba
-
-    rgba = read_rgba(shared_data / "photos" / name)
-    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:]) * np.asarray(backdrop, np.float32)
-    est = remove_background(rgb)[..., 3]
-    truth, got = rgba[..., 3] > 0.5, est > 0.5
-    assert (truth & got).sum() / (truth | got).sum() > 0.95  # measured 0.970-0.996
-    assert np.abs(est - rgba[..., 3]).mean() < 0.03  # measured 0.003-0.016
-
-
 def test_inpainting_and_blob_start_with_an_8_channel_latent():
     """diffusers' img2img/inpainting pipelines take latents only from 4-channel VAEs; ours any (the demo has 8)."""
     from dataclasses import replace
@@ -164,7 +137,7 @@ def test_inpainting_and_blob_start_with_an_8_channel_latent():
     tiny = mvgen_preset("tiny")
     cfg = replace(tiny, vae=replace(tiny.vae, latent_channels=8))
     pipe = MultiViewPipeline.from_components(build_components(cfg, seed=0), name="tiny8")
-    img, _ = _photo()
+    img, _ = disc_photo()
     out = pipe("a red ball", num_inference_steps=4, seed=0, image=img, blob_strength=0.6)
     cond = conditioning_grid(img, 64, fill_other=blob_image(64, BLOB_SIGMA))
     known = encode_images(pipe.sdxl.vae, torch.from_numpy(cond.grid).permute(2, 0, 1)[None])  # [1, 8, 32, 32]
