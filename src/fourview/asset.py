@@ -6,6 +6,7 @@
     model.glb            textured mesh in the object frame (+Y up), PBR material
     model.obj / .ply     the same mesh in other formats, when asked for
     views.png            the views on white (the 2x2 grid for the rig; other counts: rows of four)
+    mask.png ...         the asset's extra images (`Asset.extra_images`), e.g. the photo's mask
     reconstruction/      the field (triplanes + decoder) and the views with their cameras:
                          `fourview export` re-exports from it without running a model
     turntable.gif        an orbit of the mesh, when asked for
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,6 +42,8 @@ from fourview.views import PosedViews
 
 MESH_FORMATS: tuple[str, ...] = ("glb", "obj", "ply")
 """Mesh formats `Asset.save` writes; the GLB always."""
+EXTRA_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.png")
+"""The file names `Asset.extra_images` may use (no folders)."""
 
 
 def peak_memory_mb() -> float:
@@ -62,6 +66,8 @@ class Asset:
         meta: the job's own record (prompt, seed, model ids, method, settings), JSON-serialisable.
         timings: seconds per stage.
         peak_memory_mb: peak resident memory of the process when the asset was made.
+        extra_images: more PNGs written beside the views, file name -> [H, W] or [H, W, 3|4]
+            float in [0, 1] (the photo's mask and cut-out, so a user can see what went in).
     """
 
     mesh: MeshAsset
@@ -73,6 +79,7 @@ class Asset:
     meta: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
+    extra_images: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_verts(self) -> int:
@@ -119,6 +126,9 @@ class Asset:
             InputError: an unknown format, a folder that cannot be written or would mix two runs.
         """
         check_save_options(formats, turntable_frames, preview_resolution)
+        for name in self.extra_images:
+            if not EXTRA_IMAGE_NAME.fullmatch(name) or name in ("views.png", "model.png"):
+                raise InputError(f"an extra image needs a plain .png file name of its own, got {name!r}")
         out = Path(out_dir)
         timings = dict(self.timings)
         with atomic_folder(out, overwrite=overwrite) as tmp:
@@ -127,6 +137,8 @@ class Asset:
             write_mesh_files(self.mesh, [tmp / n for n in names])
             timings["write_s"] = time.perf_counter() - t0
             write_png(tmp / "views.png", self.views.contact_sheet())
+            for name, image in self.extra_images.items():
+                write_png(tmp / name, image)
             field_meta = {"method": self.meta.get("method"), "recon": self.meta.get("recon")}
             save_field(tmp / "reconstruction", self.field, self.field_config, field_meta)
             if self.project_views:  # so that `fourview export` bakes the same texture

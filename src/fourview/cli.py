@@ -380,6 +380,37 @@ def _echo_asset(paths, out_dir, asset) -> None:
     )
 
 
+def _cut_out_photos(posed):
+    """Opaque photos of the four rig views (not renders on white) with their backgrounds removed, and their mattes.
+
+    Views with alpha, and views whose borders are all near-white, are returned as they are, with no mattes.
+    """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from fourview.matting import needs_background_removal, remove_background
+
+    if len(posed.names) != 4 or not needs_background_removal(posed.images):
+        return posed, []
+    mattes = []
+    for name, image in zip(posed.names, posed.images):
+        try:
+            mattes.append(remove_background(image[..., :3]))
+        except InputError as e:
+            raise InputError(f"view {name} is fully opaque and its background could not be removed: {e}") from None
+    return replace(posed, images=np.stack([m.rgba for m in mattes])), mattes
+
+
+def _record_mattes(asset, names, mattes) -> None:
+    """The rig views' masks as DIR/mask.png, a 2x2 grid in the layout of views.png, and their methods in meta.json."""
+    import numpy as np
+
+    masks = [m.mask for m in mattes]
+    asset.extra_images["mask.png"] = np.block([[masks[0], masks[1]], [masks[2], masks[3]]])
+    asset.meta["matting"] = [{"view": n, "method": m.method, "note": m.note} for n, m in zip(names, mattes)]
+
+
 def _reconstruct_command() -> click.Command:
     from fourview.asset import SaveSettings
     from fourview.pipeline import ExportSettings, FitSettings
@@ -430,21 +461,46 @@ def _reconstruct_command() -> click.Command:
             posed = PosedViews.from_cameras_json(list(views), cameras_json)
         else:
             posed = PosedViews.read(list(views), elevation)
+        posed, mattes = _cut_out_photos(posed) if cameras_json is None else (posed, [])
         posed.check_objects()
         pipe = FourViewPipeline.from_pretrained(
             mvgen=None, recon=None if method == "optimize" else (recon or "demo"), device=device
         )
         asset = pipe.views_to_3d(posed, method, export, fit_config, progress=not quiet,
                                  meta={"inputs": [str(v) for v in views]})  # fmt: skip
+        if mattes:
+            _record_mattes(asset, posed.names, mattes)
         _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
 
     return reconstruct
 
 
-def _generate_command() -> click.Command:
+def _generation_options(command):
+    """The options of the commands that run the generator (generate, image): models, sampling, export, saving."""
     from fourview.asset import SaveSettings
     from fourview.pipeline import ExportSettings, ModelSettings, SamplingSettings
 
+    options = [
+        _dataclass_options(ModelSettings, "models"),
+        _dataclass_options(
+            SamplingSettings,
+            "sampling",
+            flags={"guidance_scale": "guidance", "negative_prompt": "negative", "elevation_deg": "elevation"},
+        ),
+        _dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"}),
+        _dataclass_options(
+            SaveSettings,
+            "save",
+            flags={"formats": "format", "turntable_frames": "turntable"},
+            defaults={"turntable_frames": 24, "preview_resolution": 192},
+        ),
+    ]
+    for option in reversed(options):  # as if stacked as decorators, in this order
+        command = option(command)
+    return command
+
+
+def _generate_command() -> click.Command:
     @click.command("generate", context_settings={"max_content_width": 119})
     @click.argument("prompt")
     @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
@@ -452,19 +508,7 @@ def _generate_command() -> click.Command:
         "--image", type=click.Path(dir_okay=False, path_type=Path),
         help="Photo for the front view (RGBA, or RGB on a plain backdrop).",
     )  # fmt: skip
-    @_dataclass_options(ModelSettings, "models")
-    @_dataclass_options(
-        SamplingSettings,
-        "sampling",
-        flags={"guidance_scale": "guidance", "negative_prompt": "negative", "elevation_deg": "elevation"},
-    )
-    @_dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"})
-    @_dataclass_options(
-        SaveSettings,
-        "save",
-        flags={"formats": "format", "turntable_frames": "turntable"},
-        defaults={"turntable_frames": 24, "preview_resolution": 192},
-    )
+    @_generation_options
     @click.option("--quiet", is_flag=True, help="No progress bars.")
     def generate(prompt, out_dir, image, quiet, models, sampling, export, save) -> None:
         """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
@@ -493,6 +537,62 @@ def _generate_command() -> click.Command:
         _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
 
     return generate
+
+
+def _image_command() -> click.Command:
+    from fourview.matting import MattingConfig
+    from fourview.mvgen.image_prompt import PHOTO_PROMPT
+
+    @click.command("image", context_settings={"max_content_width": 119})
+    @click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+    @click.option(
+        "--prompt", default=PHOTO_PROMPT, show_default=True,
+        help="What the photo shows (e.g. 'a red mug'): it steers the sides the photo does not show. The default is "
+             "neutral: the photo alone says what the object is.",
+    )  # fmt: skip
+    @_dataclass_options(MattingConfig, "matting", only=("method",), flags={"method": "matting"})
+    @_generation_options
+    @click.option("--quiet", is_flag=True, help="No progress bars.")
+    def image(photo, out_dir, prompt, quiet, matting, models, sampling, export, save) -> None:
+        """One photo -> DIR/model.glb, views.png, mask.png, photo_rgba.png, turntable.gif, meta.json.
+
+        The background is removed first: the photo's own alpha when it has one, else a rembg model
+        when one is installed with its model file on disk, else GrabCut seeded from the photo's border
+        (a product shot on a plain or gradient backdrop); mask.png and photo_rgba.png show what was
+        kept. The object is recentred in the front view and the generator draws the other three.
+        """
+        import time
+        from dataclasses import asdict
+
+        from fourview.atomic import check_output_folder
+        from fourview.images import MIN_PHOTO_SIDE, read_rgba
+        from fourview.matting import remove_background
+        from fourview.mvgen.image_prompt import demo_photo_warning
+        from fourview.pipeline import FourViewPipeline
+
+        if not prompt.strip():
+            raise InputError("--prompt is empty; describe the object, e.g. 'a red mug', or leave the option out")
+        if models.mvgen is None or models.recon is None:
+            raise InputError("image needs a generator (--mvgen) and a reconstructor (--recon)")
+        check_output_folder(out_dir, save.overwrite)
+        matte = remove_background(read_rgba(photo, MIN_PHOTO_SIDE), matting)
+        warning = demo_photo_warning(models.mvgen)
+        if warning:
+            click.echo(f"fourview: warning: {warning}", err=True)
+        _quiet_library_progress_bars()
+        t0 = time.perf_counter()
+        pipe = FourViewPipeline.from_pretrained(**asdict(models), progress=not quiet)
+        load_s = time.perf_counter() - t0
+        asset = pipe.image_to_3d(matte.rgba, prompt, sampling, export)
+        asset.meta.update(image=str(photo), matting={"method": matte.method, "note": matte.note})
+        if warning:
+            asset.meta["warning"] = warning
+        asset.extra_images.update({"mask.png": matte.mask, "photo_rgba.png": matte.rgba})
+        asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["total_s"] + load_s}
+        _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
+
+    return image
 
 
 def _export_command() -> click.Command:
