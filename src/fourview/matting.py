@@ -176,7 +176,8 @@ def _checked(rgb: np.ndarray, alpha: np.ndarray, method: str, note: str, inside:
         check_foreground(alpha, method)
     else:  # an object filling 90% of the photo inside its border is more likely a photo with no backdrop
         check_foreground(alpha, method, inside, max_fraction=0.9)
-    rgba = np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
+    rgba = np.empty((*alpha.shape, 4), np.float32)
+    rgba[..., :3], rgba[..., 3] = rgb, alpha
     return Matte(rgba=rgba, mask=alpha, method=method, note=note)
 
 
@@ -445,7 +446,7 @@ def grabcut_alpha(rgb: np.ndarray, config: MattingConfig = MattingConfig()) -> n
         alpha = np.clip((alpha - 0.5) * 1.5 + 0.5, 0.0, 1.0)  # the edge stays where the mask's is, a little steeper
     if scale < 1.0:
         alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.clip(alpha, 0.0, 1.0).astype(np.float32)
+    return np.clip(alpha, 0.0, 1.0, out=alpha)
 
 
 def fill_holes(mask: np.ndarray, min_hole: float, backdrop_like: np.ndarray | None = None) -> np.ndarray:
