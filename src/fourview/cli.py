@@ -867,8 +867,8 @@ def _bench_command() -> click.Group:
             headline = ("psnr_128", "psnr_512", "chamfer", "aligned_chamfer", "fscore@0.1", "volume_iou")
             shown = [f"{k} {means[k]:.4g}" for k in headline if means.get(k) is not None]
             click.echo(
-                f"scored {summary.computed} objects, skipped {summary.skipped} finished before (models loaded in "
-                f"{load_s:.1f} s); {len(summary.results)} of {summary.selected} in {out_dir}: {', '.join(shown)}"
+                f"{summary.computed} scored now, {summary.skipped} finished before (models loaded in {load_s:.1f} s); "
+                f"{len(summary.results)} of {summary.selected} in {out_dir}: {', '.join(shown)}"
             )
             click.echo(f"wrote {', '.join(p.name for p in summary.files)}")
 

@@ -17,12 +17,15 @@ from fourview.cli import main
 from fourview.data.splits import is_evaluation_object
 from fourview.errors import InputError
 from fourview.evaluation import gso_benchmark
-from fourview.evaluation.gso import evaluation_objects, find_gso_objects, read_object_list
+from fourview.evaluation.gso import evaluation_objects, find_gso_objects, load_gso_object, read_object_list
 from fourview.evaluation.gso_benchmark import (
     GsoBenchConfig,
+    as_files_hold_it,
     caption_from_name,
     object_list_path,
+    render_ground_truth,
     run_gso_benchmark,
+    score_mesh,
 )
 from fourview.pipeline import ExportSettings, FourViewPipeline, SamplingSettings
 from fourview.recon.model import Reconstructor
@@ -142,12 +145,13 @@ def test_views_mode_from_the_command_line(gso_root, tiny_recon, sphere_forward, 
     monkeypatch.setattr(gso_benchmark, "run_gso_benchmark", small)
     out = tmp_path / "out"
     args = ["bench", "gso", "--root", str(gso_root), "-o", str(out), "--subset", "all", "--recon", str(tiny_recon),
-            "--input-res", "32", "--grid", "24", "--texture-size", "64", "--faces", "2000", "--quiet"]  # fmt: skip
+            "--input-res", "32", "--grid", "24", "--texture-size", "64", "--faces", "2000", "--max-objects", "1",
+            "--quiet"]  # fmt: skip
     with pytest.raises(SystemExit) as e:
         main(args)
     captured = capsys.readouterr()
     assert e.value.code == 0, captured.err
-    assert "scored 2 objects, skipped 0" in captured.out and "results.md" in captured.out
+    assert "1 scored now, 0 finished before" in captured.out and "results.md" in captured.out
     config = replace(GsoBenchConfig(**SMALL), recon=str(tiny_recon))
     for record in _records(out):
         _check_record(record, config)
@@ -156,7 +160,7 @@ def test_views_mode_from_the_command_line(gso_root, tiny_recon, sphere_forward, 
     assert settings["mode"] == "views" and settings["models"]["recon"] == str(tiny_recon)
     with pytest.raises(SystemExit) as e:
         main(args)
-    assert e.value.code == 0 and "scored 0 objects, skipped 2" in capsys.readouterr().out
+    assert e.value.code == 0 and "0 scored now, 1 finished before" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("mode", ["optimize", "refine", "image"])
@@ -199,6 +203,31 @@ def test_modes_and_pipelines_that_cannot_run_are_refused(gso_root, tmp_path):
     assert GsoBenchConfig(method="hull").pipeline_models() is None
     assert GsoBenchConfig(mode="optimize").pipeline_models() == {"mvgen": None, "recon": None}
     assert GsoBenchConfig(mode="image").pipeline_models() == {"mvgen": "demo", "recon": "demo"}
+
+
+def test_the_scan_itself_scores_perfectly_in_both_frames(gso_root):
+    """Unlit (--albedo) the scan drawn as a reconstruction is its own ground truth, pixel for pixel."""
+    config = GsoBenchConfig(albedo=True, **{**SMALL, "surface_points": 3000})  # two draws of one surface
+    (box, _) = find_gso_objects(gso_root)
+    gt = render_ground_truth(box, config)
+    scores = score_mesh(gt.asset, gt, config)
+    assert all(scores.metrics[f"psnr_{r}"] == np.inf and scores.metrics[f"ssim_{r}"] == pytest.approx(1.0)
+               for r in SMALL["image_resolutions"])  # fmt: skip
+    for prefix in ("", "aligned_"):
+        assert scores.metrics[f"{prefix}chamfer"] < 0.03 and scores.metrics[f"{prefix}fscore@0.1"] == 1.0
+    assert scores.metrics["volume_iou"] == 1.0
+    angle = scores.alignment["rotation_deg"]  # a symmetry of the box: the identity or a half turn
+    assert scores.alignment["scale"] == pytest.approx(1.0, abs=0.02) and min(angle, 180.0 - angle) < 2.0
+
+
+def test_a_textured_part_is_coloured_by_its_texture_alone_as_in_its_files(gso_root):
+    scan = load_gso_object(find_gso_objects(gso_root)[0])
+    part = scan.parts[0]
+    grey = replace(part, vertex_colors=np.full((len(part.verts), 3), 0.5, np.float32))
+    untextured = replace(grey, material=replace(part.material, texture=None), uv=None)
+    mesh = as_files_hold_it(replace(scan, parts=(grey, untextured)))
+    assert mesh.parts[0].vertex_colors is None and mesh.parts[0].material.texture is not None
+    assert mesh.parts[1].vertex_colors is grey.vertex_colors  # the only colour an untextured part has
 
 
 def test_captions_come_from_the_names():

@@ -20,7 +20,8 @@ For every object of a folder of Google Scanned Objects (`fourview.evaluation.gso
    when its weights are present) over the 24 novel views at each resolution, the mesh drawn as
    the ground truth is (same renderer, cameras, resolution, supersampling, quantisation) but
    unlit (`RECONSTRUCTION_LIGHTING`): its texture holds the input views' colours, lighting
-   included, so lighting it again would shade it twice.
+   included, so lighting it again would shade it twice. Its colours are those its files hold
+   (`as_files_hold_it`: the texture alone where there is one).
    Geometry (`geometry`): Chamfer distance and F-score at 0.05 / 0.1 / 0.2 on 10k surface points
    in the fixed object frame (our contract: a reconstruction where the views put it), the same
    after the SF3D/SPAR3D alignment (`alignment.align_points`: unit-box normalisation, rotation
@@ -223,7 +224,8 @@ class ObjectResult:
     Attributes:
         name: the object's name.
         metrics: `GsoBenchConfig.metric_keys` -> value (LPIPS None when unavailable); empty when ``error``.
-        timings_s: seconds per stage (``ground_truth_s``, the pipeline's own, ``render_s``, ``scores_s``, ``total_s``).
+        timings_s: seconds per stage: ``ground_truth_s`` (load and render the scan), the reconstruction's
+            (the pipeline's own, or ``hull_s`` and ``export_s``), ``scores_s`` (render and score), ``total_s``.
         peak_memory_mb: peak resident memory of the process when the object was finished, MB.
         peak_gpu_memory_mb: peak CUDA memory allocated during the object, MB (None off CUDA).
         faces: faces of the reconstructed mesh.
@@ -330,8 +332,19 @@ class MeshScores:
     renders: dict[int, np.ndarray]
 
 
+def as_files_hold_it(mesh: MeshAsset) -> MeshAsset:
+    """``mesh`` with the colours its GLB / OBJ files give it: a textured part's colour is its texture alone.
+
+    The exporter's mesh also carries per-vertex colours (for writers without textures, PLY); the
+    renderer would multiply them into the texture (`fourview.meshio.part_arrays.PartArrays.untextured_colors`).
+    """
+    parts = tuple(replace(p, vertex_colors=None) if p.material.texture is not None else p for p in mesh.parts)
+    return replace(mesh, parts=parts)
+
+
 def score_mesh(pred: MeshAsset, gt: GroundTruth, config: GsoBenchConfig, lpips: Lpips | None = None) -> MeshScores:
     """Step 3 of the module: image metrics, geometry in both frames, volume IoU of ``pred`` (object frame)."""
+    pred = as_files_hold_it(pred)
     metrics: dict[str, float | None] = {}
     renders = {}
     for res in config.image_resolutions:
