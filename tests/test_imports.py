@@ -15,13 +15,13 @@ ROOT = Path(fourview.__file__).resolve().parent
 LAYERS: dict[str, int] = {
     # the floor: conventions and values every stage shares
     "errors": 0, "atomic": 0, "cameras": 0, "mesh": 0, "images": 0, "views": 0, "pretrained": 0,
-    "lr_schedule": 0, "training": 0, "meshio": 0, "accelerators": 0,
+    "lr_schedule": 0, "training": 0, "meshio": 0, "accelerators": 0, "matting": 0,
     "render": 1,
     "data": 2,
     "mvgen": 3, "recon": 3,
     "export": 4,
     "evaluation": 5,
-    "asset": 6, "pipeline": 6,
+    "asset": 6, "pipeline": 6, "batch": 6,
     "cli": 7,
 }  # fmt: skip
 """Layer of each top-level module or subpackage (docs/architecture.md): a module imports its own layer or lower."""
