@@ -561,6 +561,8 @@ def _image_command() -> click.Command:
         when one is installed with its model file on disk, else GrabCut seeded from the photo's border
         (a product shot on a plain or gradient backdrop); mask.png and photo_rgba.png show what was
         kept. The object is recentred in the front view and the generator draws the other three.
+        The shipped demo generator knows only a small synthetic world (a warning says so): for
+        real photos pass real SDXL-architecture weights with --mvgen.
         """
         import time
         from dataclasses import asdict
