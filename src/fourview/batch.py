@@ -587,7 +587,13 @@ def _make_item(pipe: FourViewPipeline, item: BatchItem, out: Path, save: SaveSet
             asset = pipe.text_to_3d(item.prompt, item.sampling, item.export)
         asset.meta["batch"] = {"index": item.index, "name": item.name, "manifest_line": item.line}
         t0 = time.perf_counter()
-        paths = asset.save(out / item.name, save.formats, save.turntable_frames, save.preview_resolution, True)
+        paths = asset.save(
+            out / item.name,
+            formats=save.formats,
+            turntable_frames=save.turntable_frames,
+            preview_resolution=save.preview_resolution,
+            overwrite=True,  # a folder a killed run left without its result line
+        )
         save_s = time.perf_counter() - t0
         _sync_folder(out)  # the folder's rename is durable before its result line says done
     except Exception as e:  # noqa: BLE001 - any failure of one item is recorded; the others go on
