@@ -237,6 +237,12 @@ def test_two_shards_and_a_merge(tmp_path, capsys, monkeypatch):
     assert [r["index"] for r in rank0] == [0, 2] and {r["rank"] for r in rank0} == {0}
     merged = result_lines(out)
     assert [r["index"] for r in merged] == [0, 1, 2]  # rank 0 merged every shard present at its end
+    # a torn last line (a write cut short by a kill) is cut off before the shard appends again
+    shard_file = out / "results.rank0-of-2.jsonl"
+    whole = shard_file.read_bytes()
+    shard_file.write_bytes(whole + b'{"index": 2, "name": "')
+    code, stdout, _ = run(["batch", manifest, "-o", out, *FAST], capsys)
+    assert code == 0 and "0 made, 2 finished before" in stdout and shard_file.read_bytes() == whole
     (out / "results.jsonl").unlink()
     code, stdout, _ = run(["batch", "--merge", "-o", out], capsys)
     assert code == 0 and result_lines(out) == merged
@@ -258,15 +264,17 @@ def _start(cmd: list[str], log: Path) -> subprocess.Popen:
 def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0, delay: float = 0.0) -> bool:
     """SIGKILL ``proc`` ``delay`` s after ``ready()`` holds; False if it ended by itself first."""
     end = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            return False
-        assert time.monotonic() < end, "the batch made no progress"
-        time.sleep(0.01)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return True
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                return False
+            assert time.monotonic() < end, "the batch made no progress"
+            time.sleep(0.01)
+        time.sleep(delay)
+        return proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)  # also when the wait failed: no process outlives the test
+        proc.wait()
 
 
 def test_sigkill_at_any_moment_loses_nothing_and_leaves_nothing_half_written(tmp_path):
@@ -296,7 +304,7 @@ def test_sigkill_at_any_moment_loses_nothing_and_leaves_nothing_half_written(tmp
     _kill_when(_start(cmd, log), lambda: _lines(results) >= 2, delay=delay)
     # to the end
     proc = _start(cmd, log)
-    assert proc.wait(timeout=300) == 0, log.read_text()
+    assert not _kill_when(proc, lambda: False, timeout=300) and proc.returncode == 0, log.read_text()
 
     lines = result_lines(out)
     assert [r["index"] for r in lines] == [0, 1, 2, 3] and [r["status"] for r in lines] == ["done"] * 4

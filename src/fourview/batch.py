@@ -418,13 +418,11 @@ class _ResultsLog:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        size = os.fstat(fd).st_size
-        if size:
-            tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
-            if not tail.endswith(b"\n"):
-                keep = size - len(tail) + tail.rfind(b"\n") + 1
-                os.ftruncate(fd, keep)
-                logger.warning("cut off an incomplete last result line (%d bytes)", size - keep)
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            os.ftruncate(fd, keep)
+            logger.warning("cut off an incomplete last result line (%d bytes)", len(data) - keep)
 
     def append(self, record: dict) -> None:
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
