@@ -6,9 +6,10 @@ mode an ordinary ``open`` would give it (``0o666 & ~umask``; ``mkstemp`` alone m
 renamed over the target. A folder is assembled in a temporary folder beside it (``0o777 &
 ~umask``) and renamed into place.
 
-Temporaries are named ``.NAME.fourview-tmp-PID-RANDOM``. A process killed with SIGKILL leaves
-its temporaries behind; `remove_stale_temporaries` (called before every new temporary in the same
-folder) deletes those whose process is gone.
+Temporaries are named ``.NAME.fourview-tmp-PID-HOST-RANDOM``. A process killed with SIGKILL
+leaves its temporaries behind; `remove_stale_temporaries` (called before every new temporary in
+the same folder) deletes those of this host whose process is gone (another node sharing the
+folder may still be writing its own).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -34,8 +36,13 @@ def current_umask() -> int:
     return mask
 
 
+def _host() -> str:
+    """This machine's name, reduced to what is safe in a file name."""
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32] or "host"
+
+
 def _temporary_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    return target.with_name(f".{target.name}{TMP_MARK}{os.getpid()}-{_host()}-{secrets.token_hex(4)}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -58,10 +65,13 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         name = entry.name
         if not name.startswith(".") or TMP_MARK not in name:
             continue
+        fields = name.rsplit(TMP_MARK, 1)[1].split("-")
         try:
-            pid = int(name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0])
+            pid = int(fields[0])
         except ValueError:
             continue
+        if len(fields) == 3 and fields[1] != _host():
+            continue  # another node's: its process ids mean nothing here
         if pid == os.getpid() or _pid_alive(pid):
             continue
         if entry.is_dir() and not entry.is_symlink():
