@@ -168,7 +168,9 @@ def export_field(
             device=config.device,
             views=views,
         ).texture
-    colors = bake_vertex_colors(field, verts, chunk=config.chunk, device=config.device)
+    # A textured mesh's colour is its texture (as in its files; a renderer would multiply vertex
+    # colours into it); the PLY writer samples the texture at the vertices.
+    colors = bake_vertex_colors(field, verts, chunk=config.chunk, device=config.device) if uv is None else None
     lap("bake")
     material = Material(name=MATERIAL_NAME, texture=texture, metallic=config.metallic, roughness=config.roughness)
     part = MeshPart(verts, faces, material, uv=uv, vertex_colors=colors)

@@ -64,15 +64,8 @@ def ply_bytes(mesh: MeshAsset, binary: bool = True, write_normals: bool = True) 
     faces = np.concatenate([p.faces + offset for p, offset in zip(parts, offsets)])  # [F, 3]
     normals = np.concatenate([p.normals for p in parts]) if write_normals else None
     colors = None
-    if any(p.vertex_colors is not None for p in parts):
-        colors = np.concatenate(
-            [
-                p.vertex_colors
-                if p.vertex_colors is not None
-                else np.tile(linear_to_srgb(np.asarray(p.material.base_color[:3])), (len(p.verts), 1))
-                for p in parts
-            ]
-        )  # [V, 3] sRGB
+    if any(p.vertex_colors is not None or (p.texture is not None and p.uv is not None) for p in parts):
+        colors = np.concatenate([_vertex_colours(p) for p in parts])  # [V, 3] sRGB
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     if normals is not None:
         fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
@@ -102,3 +95,21 @@ def ply_bytes(mesh: MeshAsset, binary: bool = True, write_normals: bool = True) 
         rows.append(" ".join("%.9g" % v if isinstance(v, float) else str(v) for v in record))
     rows += ["3 %d %d %d" % tuple(f) for f in faces.tolist()]
     return head + ("\n".join(rows) + "\n").encode("ascii")
+
+
+def _vertex_colours(part) -> np.ndarray:
+    """[V, 3] sRGB per vertex: its vertex colours, else its texture at the vertices' UVs, else its base colour."""
+    if part.vertex_colors is not None:
+        return part.vertex_colors
+    if part.texture is not None and part.uv is not None:
+        tex = np.asarray(part.texture, dtype=np.float32)[..., :3]
+        h, w = tex.shape[:2]
+        x = np.clip(part.uv[:, 0] * w - 0.5, 0.0, w - 1.0)  # OBJ convention: v grows upwards, row 0 at the top
+        y = np.clip((1.0 - part.uv[:, 1]) * h - 0.5, 0.0, h - 1.0)
+        x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+        x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+        fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+        top = tex[y0, x0] * (1 - fx) + tex[y0, x1] * fx
+        bottom = tex[y1, x0] * (1 - fx) + tex[y1, x1] * fx
+        return top * (1 - fy) + bottom * fy
+    return np.tile(linear_to_srgb(np.asarray(part.material.base_color[:3])), (len(part.verts), 1))
