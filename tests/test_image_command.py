@@ -59,7 +59,9 @@ def test_image_with_the_demo_generator_warns(tiny_mvgen, tmp_path, capsys, monke
 
     def tiny_for_demo(cls, mvgen="demo", **kwargs):  # the tiny generator stands in for the demo's weights
         assert mvgen == "demo"
-        return load(cls, str(tiny_mvgen), **kwargs)
+        pipe = load(cls, str(tiny_mvgen), **kwargs)
+        pipe.names["mvgen"] = "demo"
+        return pipe
 
     monkeypatch.setattr(FourViewPipeline, "from_pretrained", classmethod(tiny_for_demo))
     rgba = np.zeros((48, 40, 4), np.float32)

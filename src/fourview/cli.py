@@ -66,8 +66,14 @@ def cli(verbose: int, quiet_logs: bool) -> None:
     import logging
 
     level = logging.ERROR if quiet_logs else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="fourview: %(message)s" if verbose < 2 else "%(name)s: %(message)s")
-    logging.getLogger("fourview").setLevel(level)
+    logger = logging.getLogger("fourview")
+    for old in [h for h in logger.handlers if getattr(h, "fourview_cli", False)]:
+        logger.removeHandler(old)  # one handler, on this invocation's stderr
+    handler = logging.StreamHandler(sys.stderr)
+    handler.fourview_cli = True
+    handler.setFormatter(logging.Formatter("fourview: %(message)s" if verbose < 2 else "%(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 @cli.group()
@@ -570,7 +576,6 @@ def _image_command() -> click.Command:
         from fourview.atomic import check_output_folder
         from fourview.images import MIN_PHOTO_SIDE, read_rgba
         from fourview.matting import remove_background
-        from fourview.mvgen.image_prompt import demo_photo_warning
         from fourview.pipeline import FourViewPipeline
 
         if not prompt.strip():
@@ -579,18 +584,12 @@ def _image_command() -> click.Command:
             raise InputError("image needs a generator (--mvgen) and a reconstructor (--recon)")
         check_output_folder(out_dir, save.overwrite)
         matte = remove_background(read_rgba(photo, MIN_PHOTO_SIDE), matting)
-        warning = demo_photo_warning(models.mvgen)
-        if warning:
-            click.echo(f"fourview: warning: {warning}", err=True)
         _quiet_library_progress_bars()
         t0 = time.perf_counter()
         pipe = FourViewPipeline.from_pretrained(**asdict(models), progress=not quiet)
         load_s = time.perf_counter() - t0
-        asset = pipe.image_to_3d(matte.rgba, prompt, sampling, export)
-        asset.meta.update(image=str(photo), matting={"method": matte.method, "note": matte.note})
-        if warning:
-            asset.meta["warning"] = warning
-        asset.extra_images.update({"mask.png": matte.mask, "photo_rgba.png": matte.rgba})
+        asset = pipe.image_to_3d(matte, prompt, sampling, export)  # the matte made above, before loading
+        asset.meta["image"] = str(photo)
         asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["total_s"] + load_s}
         _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
 

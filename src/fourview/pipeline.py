@@ -12,6 +12,7 @@ checked before any model runs (the settings dataclasses check themselves when bu
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -26,13 +27,17 @@ from fourview.cameras import DEFAULT_ELEVATION_DEG
 from fourview.errors import InputError
 from fourview.export.exporter import ExportConfig, export_field
 from fourview.export.presets import optimize_export_config, recon_export_config, sized_export_config
-from fourview.images import read_rgba
+from fourview.images import MIN_PHOTO_SIDE, read_rgba
+from fourview.matting import Matte, MattingConfig, remove_background
 from fourview.mvgen.blobs import BLOB_SIGMA, check_strength
+from fourview.mvgen.image_prompt import PHOTO_PROMPT, demo_photo_warning
 from fourview.pretrained import resolve_weights
 from fourview.recon.model import Reconstructor
 from fourview.recon.optimize import OptimizeConfig, optimize_field
 from fourview.recon.refine import RefineConfig, refine_reconstruction
 from fourview.views import PosedViews
+
+logger = logging.getLogger(__name__)
 
 Method = Literal["feedforward", "optimize", "refine"]
 METHODS: tuple[str, ...] = ("feedforward", "optimize", "refine")
@@ -377,14 +382,34 @@ class FourViewPipeline:
 
     def image_to_3d(
         self,
-        photo: str | os.PathLike | np.ndarray,
-        prompt: str,
+        photo: str | os.PathLike | np.ndarray | Matte,
+        prompt: str = PHOTO_PROMPT,
         sampling: SamplingSettings = SamplingSettings(),
         export: ExportSettings = ExportSettings(),
         method: Method = "feedforward",
+        matting: MattingConfig = MattingConfig(),
     ) -> Asset:
-        """A photo (RGBA, or RGB on a plain backdrop) and its description to a textured mesh."""
-        return self._generate(prompt, photo, sampling, export, method)
+        """A photo and what it shows to a textured mesh.
+
+        The background is removed first (`fourview.matting.remove_background`: the photo's alpha, a
+        segmentation model on disk, or GrabCut) unless ``photo`` is already a `Matte`; the asset
+        keeps the mask and the cut-out (``mask.png``, ``photo_rgba.png``) and records the method,
+        and a warning when the shipped demo generator is asked for a photo.
+        """
+        if not isinstance(photo, Matte):
+            image = read_rgba(photo, MIN_PHOTO_SIDE) if isinstance(photo, (str, os.PathLike)) else read_photo(photo)
+            photo_name = str(photo) if isinstance(photo, (str, os.PathLike)) else "array"
+            photo = remove_background(image, matting)
+        else:
+            photo_name = "matte"
+        asset = self._generate(prompt, photo.rgba, sampling, export, method)
+        asset.meta.update(image=photo_name, matting={"method": photo.method, "note": photo.note})
+        warning = demo_photo_warning(self.names.get("mvgen"))
+        if warning:
+            logger.warning("warning: %s", warning)
+            asset.meta["warning"] = warning
+        asset.extra_images.update({"mask.png": photo.mask, "photo_rgba.png": photo.rgba})
+        return asset
 
     def _generate(self, prompt, photo, sampling, export, method) -> Asset:
         self._check_method(method)
