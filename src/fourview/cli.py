@@ -469,13 +469,18 @@ def _reconstruct_command() -> click.Command:
             posed = PosedViews.read(list(views), elevation)
         posed, mattes = _cut_out_photos(posed) if cameras_json is None else (posed, [])
         posed.check_objects()
+        import time
+
+        t0 = time.perf_counter()
         pipe = FourViewPipeline.from_pretrained(
             mvgen=None, recon=None if method == "optimize" else (recon or "demo"), device=device
         )
+        load_s = time.perf_counter() - t0
         asset = pipe.views_to_3d(posed, method, export, fit_config, progress=not quiet,
                                  meta={"inputs": [str(v) for v in views]})  # fmt: skip
         if mattes:
             _record_mattes(asset, posed.names, mattes)
+        asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["views_to_3d_s"] + load_s}
         _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
 
     return reconstruct
