@@ -81,18 +81,9 @@ class Asset:
     peak_memory_mb: float = 0.0
     extra_images: dict[str, np.ndarray] = field(default_factory=dict)
 
-    @property
-    def num_verts(self) -> int:
-        return self.mesh.num_verts
-
-    @property
-    def num_faces(self) -> int:
-        return self.mesh.num_faces
-
-    @property
-    def texture_size(self) -> int | None:
-        texture = self.mesh.parts[0].material.texture if self.mesh.parts else None
-        return None if texture is None or self.export_config.vertex_colors else int(texture.shape[0])
+    num_verts = property(lambda self: self.mesh.num_verts, doc="Vertices of the mesh.")
+    num_faces = property(lambda self: self.mesh.num_faces, doc="Faces of the mesh.")
+    texture_size = property(lambda self: self.mesh.texture_size, doc="Baked texture side; None with vertex colours.")
 
     def turntable(self, frames: int = 24, resolution: int = 256, progress: bool = False) -> list[np.ndarray]:
         """[resolution, resolution, 4] frames of an orbit of the mesh at the views' rig elevation."""

@@ -523,11 +523,9 @@ def _generate_command() -> click.Command:
     @click.option("--quiet", is_flag=True, help="No progress bars.")
     def generate(prompt, out_dir, image, quiet, models, sampling, export, save) -> None:
         """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
-        import time
-        from dataclasses import asdict
 
         from fourview.atomic import check_output_folder
-        from fourview.pipeline import FourViewPipeline, read_photo
+        from fourview.pipeline import read_photo
 
         if not prompt.strip():
             raise InputError("prompt is empty; describe the object, e.g. 'a red mug'")
@@ -535,17 +533,15 @@ def _generate_command() -> click.Command:
             raise InputError("generate needs a generator (--mvgen) and a reconstructor (--recon)")
         check_output_folder(out_dir, save.overwrite)
         photo = None if image is None else read_photo(image)
-        _quiet_library_progress_bars()
-        t0 = time.perf_counter()
-        pipe = FourViewPipeline.from_pretrained(**asdict(models), progress=not quiet)
-        load_s = time.perf_counter() - t0
-        if photo is None:
-            asset = pipe.text_to_3d(prompt, sampling, export)
-        else:
+
+        def make(pipe):
+            if photo is None:
+                return pipe.text_to_3d(prompt, sampling, export)
             asset = pipe.image_to_3d(photo, prompt, sampling, export)
             asset.meta["image"] = str(image)
-        asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["total_s"] + load_s}
-        _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
+            return asset
+
+        _load_make_save(models, make, out_dir, save, quiet)
 
     return generate
 
@@ -575,13 +571,10 @@ def _image_command() -> click.Command:
         The shipped demo generator knows only a small synthetic world (a warning says so): for
         real photos pass real SDXL-architecture weights with --mvgen.
         """
-        import time
-        from dataclasses import asdict
 
         from fourview.atomic import check_output_folder
         from fourview.images import MIN_PHOTO_SIDE, read_rgba
         from fourview.matting import remove_background
-        from fourview.pipeline import FourViewPipeline
 
         if not prompt.strip():
             raise InputError("--prompt is empty; describe the object, e.g. 'a red mug', or leave the option out")
@@ -589,14 +582,13 @@ def _image_command() -> click.Command:
             raise InputError("image needs a generator (--mvgen) and a reconstructor (--recon)")
         check_output_folder(out_dir, save.overwrite)
         matte = remove_background(read_rgba(photo, MIN_PHOTO_SIDE), matting)
-        _quiet_library_progress_bars()
-        t0 = time.perf_counter()
-        pipe = FourViewPipeline.from_pretrained(**asdict(models), progress=not quiet)
-        load_s = time.perf_counter() - t0
-        asset = pipe.image_to_3d(matte, prompt, sampling, export)  # the matte made above, before loading
-        asset.meta["image"] = str(photo)
-        asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["total_s"] + load_s}
-        _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
+
+        def make(pipe):
+            asset = pipe.image_to_3d(matte, prompt, sampling, export)  # the matte made above, before loading
+            asset.meta["image"] = str(photo)
+            return asset
+
+        _load_make_save(models, make, out_dir, save, quiet)
 
     return image
 
@@ -735,6 +727,22 @@ def _batch_command() -> click.Command:
     return batch
 
 
+def _load_make_save(models, make, out_dir: Path, save, quiet: bool) -> None:
+    """Load the models once, ``make(pipe)`` the asset, save it and say what was written, with the load time."""
+    import time
+    from dataclasses import asdict
+
+    from fourview.pipeline import FourViewPipeline
+
+    _quiet_library_progress_bars()
+    t0 = time.perf_counter()
+    pipe = FourViewPipeline.from_pretrained(**asdict(models), progress=not quiet)
+    load_s = time.perf_counter() - t0
+    asset = make(pipe)
+    asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["total_s"] + load_s}
+    _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
+
+
 def _quiet_library_progress_bars() -> None:
     """diffusers' and transformers' loading bars would interleave with ours (the sampling bar is ours, named)."""
     import diffusers
@@ -816,6 +824,69 @@ cli.lazy_command("reconstruct", "Four views or one 2x2 grid image -> DIR/model.g
 )
 cli.lazy_command("export", "Re-export a saved reconstruction without running the models.")(_export_command)
 cli.lazy_command("batch", "A manifest of prompts, photos or views -> DIR/NAME/ per item, resumable.")(_batch_command)
+
+
+def _serve_command() -> click.Command:
+    from fourview.pipeline import ModelSettings
+
+    try:
+        from fourview.server import ServerConfig
+    except ImportError as e:  # FastAPI and uvicorn come with the [server] extra
+        raise InputError(f"fourview serve needs the server extra: pip install 'fourview[server]' ({e})") from None
+
+    @click.command("serve", context_settings={"max_content_width": 119})
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; not loopback needs "
+                  "--api-key (or --insecure).")  # fmt: skip
+    @click.option(
+        "--api-key", envvar="FOURVIEW_API_KEY", show_envvar=True,
+        help="Key every API request must carry in the X-API-Key header (the environment keeps it out of ps).",
+    )  # fmt: skip
+    @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without --api-key: anyone who "
+                  "reaches the port can run jobs and read them.")  # fmt: skip
+    @_dataclass_options(
+        ServerConfig, "server", flags={"workers": "worker"},
+        only=("data", "port", "workers", "max_upload_mb", "max_queued", "turntable_frames", "preview_resolution"),
+    )  # fmt: skip
+    @_dataclass_options(ModelSettings, "models")
+    def serve(host, api_key, insecure, server, models) -> None:
+        """A local web app and REST API: the page at http://HOST:PORT/, the API's document at /docs.
+
+        Jobs (text, one photo or four photos) run one at a time per device with the models loaded
+        once, and are kept in --data: after a restart finished jobs are listed again, queued ones run
+        again, and those that were running are reported failed ('lost at server restart').
+        """
+        import os
+        from dataclasses import replace
+
+        import uvicorn
+
+        from fourview.pipeline import check_device
+        from fourview.pretrained import resolve_weights
+        from fourview.server import create_app
+
+        server = replace(server, host=host, api_key=api_key, insecure=insecure, models=models)
+        for device in server.devices:
+            check_device(device)
+        for name, kind in ((models.mvgen, "mvgen"), (models.student, "student"), (models.recon, "recon")):
+            if name is not None:
+                resolve_weights(name, kind)
+        try:
+            server.data.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create the data folder {server.data}: {e.strerror or e}") from None
+        if not os.access(server.data, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write the data folder {server.data}")
+        _quiet_library_progress_bars()
+        address = f"[{host}]" if ":" in host else host
+        click.echo(f"fourview serve: http://{address}:{server.port}/ (API: /docs), jobs in {server.data}", err=True)
+        uvicorn.run(create_app(server), host=host, port=server.port, log_level="info")
+
+    return serve
+
+
+cli.lazy_command("serve", "A local web app and REST API (FastAPI): jobs from text or photos, kept on disk.")(
+    _serve_command
+)
 
 
 def _bench_command() -> click.Group:

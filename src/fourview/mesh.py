@@ -94,6 +94,12 @@ class MeshAsset:
     def num_verts(self) -> int:
         return sum(len(p.verts) for p in self.parts)
 
+    @property
+    def texture_size(self) -> int | None:
+        """Side of the first part's texture in texels; None without a texture."""
+        texture = next((p.material.texture for p in self.parts if p.material.texture is not None), None)
+        return None if texture is None else int(texture.shape[0])
+
     def bounds(self) -> np.ndarray:
         """[2, 3] min and max corner of the bounding box of all vertices."""
         verts = np.concatenate([p.verts for p in self.parts], axis=0)

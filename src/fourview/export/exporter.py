@@ -81,9 +81,9 @@ class ExportedMesh:
     """What `export_field` made.
 
     Attributes:
-        mesh: one part in the object frame: verts, faces, the field's colour per vertex, and
-            (unless `ExportConfig.vertex_colors`) UVs with the baked texture in its material,
-            which also holds the metallic and roughness factors.
+        mesh: one part in the object frame: verts, faces, and UVs with the baked texture in its
+            material (or, with `ExportConfig.vertex_colors`, the field's colour per vertex instead),
+            the material also holding the metallic and roughness factors.
         timings: seconds per step: ``extract``, ``cleanup``, ``simplify``, ``uv``, ``bake`` and
             ``total``.
     """
@@ -91,20 +91,9 @@ class ExportedMesh:
     mesh: MeshAsset
     timings: dict[str, float]
 
-    @property
-    def num_verts(self) -> int:
-        """Vertices of the mesh (after UV seams split them)."""
-        return self.mesh.num_verts
-
-    @property
-    def num_faces(self) -> int:
-        return self.mesh.num_faces
-
-    @property
-    def texture_size(self) -> int | None:
-        """Side of the baked texture in texels; None with vertex colours only."""
-        texture = self.mesh.parts[0].material.texture
-        return None if texture is None else int(texture.shape[0])
+    num_verts = property(lambda self: self.mesh.num_verts, doc="Vertices (after UV seams split them).")
+    num_faces = property(lambda self: self.mesh.num_faces, doc="Faces.")
+    texture_size = property(lambda self: self.mesh.texture_size, doc="Baked texture side; None with vertex colours.")
 
 
 @torch.no_grad()
