@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "mvgen": 3, "recon": 3,
     "export": 4,
     "evaluation": 5,
-    "asset": 6, "pipeline": 6, "batch": 6,
+    "asset": 6, "pipeline": 6, "batch": 6, "server": 6,
     "cli": 7,
 }  # fmt: skip
 """Layer of each top-level module or subpackage (docs/architecture.md): a module imports its own layer or lower."""
