@@ -46,31 +46,28 @@ DEPTH_SCALE = 1e-3
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """Settings of a dataset render.
-
-    Attributes:
-        resolution: side of every image, pixels.
-        elevation_deg: elevation of the orthogonal rig, degrees.
-        num_random: random cameras per object.
-        random_elevation_deg: elevation band of the random cameras (uniform over that part of the sphere).
-        radius: camera distance.
-        lighting: shading settings (``Lighting(albedo=True)`` for unlit albedo renders).
-        supersample: anti-aliasing samples per pixel along each axis.
-        write_depth: also write depth maps.
-        write_normal: also write normal maps.
-        seed: base seed of the random cameras (each object mixes in a hash of its name).
-    """
+    """Settings of a dataset render."""
 
     resolution: int = 512
+    """Side of every image, pixels."""
     elevation_deg: float = DEFAULT_ELEVATION_DEG
+    """Elevation of the orthogonal rig, degrees."""
     num_random: int = 100
+    """Random views (cameras) per object."""
     random_elevation_deg: tuple[float, float] = (-90.0, 90.0)
+    """Elevation band of the random views, degrees (uniform over that part of the sphere)."""
     radius: float = RADIUS
+    """Camera distance."""
     lighting: Lighting = field(default_factory=Lighting)
+    """Shading settings (``Lighting(albedo=True)`` for unlit albedo renders)."""
     supersample: int = 3
+    """Anti-aliasing samples per pixel along each axis (odd keeps alpha >= 0.5 equal to the pixel-centre coverage)."""
     write_depth: bool = True
+    """Also write depth maps."""
     write_normal: bool = True
+    """Also write normal maps."""
     seed: int = 0
+    """Base seed of the random cameras (each object mixes in a hash of its name)."""
 
     def __post_init__(self) -> None:
         if self.resolution < 1:

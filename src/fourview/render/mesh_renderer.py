@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from numba import njit
 
 from fourview.cameras import Camera
+from fourview.errors import InputError
 from fourview.mesh import MeshAsset, srgb_to_linear
 from fourview.render.raster import interpolate, rasterize, texture
 
@@ -44,30 +45,27 @@ GROUND_COLOR = (0.35, 0.33, 0.3)
 
 @dataclass(frozen=True)
 class Lighting:
-    """Lighting and shading settings of a render (intensities are linear multipliers).
-
-    Attributes:
-        albedo: unlit: the colour is the surface albedo (base colour), nothing else.
-        ambient: uniform light from all directions.
-        directional: intensity of one distant light.
-        direction: object-frame direction towards the directional light (normalised on use).
-        environment: intensity of a sky/ground hemisphere light (SKY_COLOR above, GROUND_COLOR below).
-        specular: weight of the specular highlight of the directional light.
-    """
+    """Lighting and shading settings of a render (intensities are linear multipliers)."""
 
     albedo: bool = False
+    """Unlit: the colour is the surface albedo (base colour), nothing else."""
     ambient: float = 0.35
+    """Uniform light from all directions."""
     directional: float = 0.75
+    """Intensity of one distant light."""
     direction: tuple[float, float, float] = (0.4, 1.0, 0.7)
+    """Object-frame direction towards the directional light (normalised on use)."""
     environment: float = 0.0
+    """Intensity of a sky/ground hemisphere light (SKY_COLOR above, GROUND_COLOR below)."""
     specular: float = 0.25
+    """Weight of the specular highlight of the directional light."""
 
     def __post_init__(self) -> None:
         for name in ("ambient", "directional", "environment", "specular"):
             if getattr(self, name) < 0:
-                raise ValueError(f"lighting {name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"lighting {name} must be >= 0, got {getattr(self, name)}")
         if float(np.linalg.norm(self.direction)) == 0.0:
-            raise ValueError("light direction must be non-zero")
+            raise InputError("light direction must be non-zero")
 
 
 @dataclass(frozen=True)
