@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
 import click
 import pytest
@@ -89,7 +91,11 @@ def test_help_does_not_import_torch():
 
 @pytest.mark.parametrize(
     "path, param",
-    [(["data", "render"], "elevation"), (["reconstruct"], "elevation"), (["generate"], "sampling__elevation_deg")],
+    [
+        (["data", "render"], "settings__elevation_deg"),
+        (["reconstruct"], "elevation"),
+        (["generate"], "sampling__elevation_deg"),
+    ],
 )
 def test_rig_elevation_defaults_are_the_camera_constant(path, param):
     """cli.py writes the rig elevation as a literal where importing fourview.cameras would import torch."""
@@ -151,6 +157,107 @@ def test_optional_bool_options_keep_none_unless_given(flag, value, monkeypatch, 
     monkeypatch.setattr(mvgen_train, "train", lambda config: seen.append(config) or result)
     code, _, _ = run(["train", "mvgen", "--data", "d", "--out", "o", *flag], capsys)
     assert code == 0 and seen[0].zero_terminal_snr is value
+
+
+def test_data_help_does_not_import_torch():
+    """The data commands are built on demand, like the others: listing them imports no torch."""
+    code = (
+        "import sys\nfrom fourview.cli import main\n"
+        "try:\n    main(['data', '--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "svm-train" in out.stdout and "Caption and score" in out.stdout, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+@dataclass(frozen=True)
+class _Knobs:
+    """A toy config of one command: a fixed-length tuple, an int Literal, a bool shown as a negative flag."""
+
+    band: tuple[float, float] = (-1.0, 1.0)
+    """Band, degrees."""
+    level: Literal[1, 2] = 1
+    """Level of detail."""
+    write_x: bool = True
+    """Also write x."""
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [([], _Knobs()), (["--band", "-5", "7.5", "--level", "2", "--no-x"], _Knobs((-5.0, 7.5), 2, False))],
+)
+def test_dataclass_options_fixed_tuples_typed_literals_and_negative_flags(args, expected):
+    from click.testing import CliRunner
+
+    from fourview.cli import _dataclass_options
+
+    seen = []
+    command = click.command()(_dataclass_options(_Knobs, flags={"write_x": "x"})(seen.append))
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    assert seen == [expected] and type(seen[0].level) is int
+    help_text = " ".join(CliRunner().invoke(command, ["--help"]).output.split())
+    assert "--band <FLOAT FLOAT>... Band, degrees. [default: -1.0, 1.0]" in help_text
+    assert "--level [1|2] Level of detail. [default: 1]" in help_text and "--x / --no-x Also write x." in help_text
+    result = CliRunner().invoke(command, ["--band", "1"])
+    assert result.exit_code == 2 and "'--band' requires 2 arguments" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], {}),
+        (
+            ["--res", "64", "--elevation", "10", "--random", "2", "--random-elevation", "-10", "30", "--supersample",
+             "1", "--no-depth", "--no-normal", "--seed", "3", "--albedo", "--ambient", "0.5", "--directional", "0.1",
+             "--light-dir", "0", "0", "1", "--environment", "0.6", "--specular", "0"],
+            {"resolution": 64, "elevation_deg": 10.0, "num_random": 2, "random_elevation_deg": (-10.0, 30.0),
+             "supersample": 1, "write_depth": False, "write_normal": False, "seed": 3,
+             "lighting": {"albedo": True, "ambient": 0.5, "directional": 0.1, "direction": (0.0, 0.0, 1.0),
+                          "environment": 0.6, "specular": 0.0}},
+        ),
+    ],
+)  # fmt: skip
+def test_render_options_are_the_render_settings_and_lighting(args, expected, monkeypatch, tmp_path, capsys):
+    import fourview.data.dataset_renderer as dataset_renderer
+    from fourview.data.dataset_renderer import RenderSettings
+    from fourview.render.mesh_renderer import Lighting
+
+    seen = []
+    monkeypatch.setattr(
+        dataset_renderer, "render_dataset", lambda sources, out, settings, **kw: seen.append(settings) or []
+    )
+    code, _, err = run(["data", "render", "example:red_mug", "-o", str(tmp_path), *args], capsys)
+    assert code == 0, err
+    lighting = Lighting(**expected.pop("lighting", {}))
+    assert seen == [RenderSettings(**expected, lighting=lighting)]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--ambient", "-1"], "lighting ambient must be >= 0, got -1.0"),
+        (["--light-dir", "0", "0", "0"], "light direction must be non-zero"),
+        (["--light-dir", "0", "1"], "'--light-dir' requires 3 arguments"),
+    ],
+)
+def test_bad_lighting_is_one_line_exit_2(args, needle, tmp_path, capsys):
+    code, _, err = run(["data", "render", "example:red_mug", "-o", str(tmp_path / "out"), *args], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_filter_thresholds_reach_the_curriculum(tmp_path, capsys):
+    from fourview.data.manifest import ObjectRecord, read_manifest, write_manifest
+
+    means = {"a": 4.0, "b": 5.0, "c": 6.0, "d": 7.0}
+    write_manifest(tmp_path / "m.jsonl", [ObjectRecord(n, n, aesthetic=(m,) * 4) for n, m in means.items()])
+    out = tmp_path / "kept.jsonl"
+    args = ["data", "filter", str(tmp_path / "m.jsonl"), "-o", str(out), "--min-aesthetic", "4.5", "--pass", "2",
+            "--top-fraction", "0.5"]  # fmt: skip
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    assert [r.name for r in read_manifest(out)] == ["c", "d"] and "kept 2 of 4" in stdout
 
 
 # ------------------------------------------------------------------ reconstruct --optimize

@@ -7,7 +7,9 @@ on stderr and exit with status 2; nothing half-written is left behind.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -76,212 +78,199 @@ def cli(verbose: int, quiet_logs: bool) -> None:
     logger.setLevel(level)
 
 
-@cli.group()
+@cli.group(cls=_LazyGroup)
 def data() -> None:
     """The data stage: synthetic world, dataset rendering, scoring and filtering."""
 
 
-@data.command("synth")
-@click.option("--count", type=int, required=True, help="Number of objects.")
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the first object (object i uses seed+i)."
-)
-@click.option("--split", type=click.Choice(["train", "heldout"]), default="train", show_default=True)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def data_synth(count: int, seed: int, split: str, out_dir: Path, quiet: bool) -> None:
-    """Write procedural objects of the synthetic world as GLB + caption.txt + spec.json."""
-    from fourview.data.synthetic import write_synthetic
+@data.lazy_command("synth", "Write procedural objects of the synthetic world as GLB + caption.txt + spec.json.")
+def _data_synth_command() -> click.Command:
+    @click.command("synth", context_settings={"max_content_width": 119})
+    @click.option("--count", type=int, required=True, help="Number of objects.")
+    @click.option(
+        "--seed", type=int, default=0, show_default=True, help="Seed of the first object (object i uses seed+i)."
+    )
+    @click.option("--split", type=click.Choice(["train", "heldout"]), default="train", show_default=True)
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+    @click.option("--quiet", is_flag=True, help="No progress bar.")
+    def data_synth(count: int, seed: int, split: str, out_dir: Path, quiet: bool) -> None:
+        """Write procedural objects of the synthetic world as GLB + caption.txt + spec.json."""
+        from fourview.data.synthetic import write_synthetic
 
-    if count < 1:
-        raise InputError(f"--count must be >= 1, got {count}")
-    paths = write_synthetic(out_dir, count=count, seed=seed, split=split, progress=not quiet)
-    click.echo(f"wrote {len(paths)} objects to {out_dir}")
+        if count < 1:
+            raise InputError(f"--count must be >= 1, got {count}")
+        paths = write_synthetic(out_dir, count=count, seed=seed, split=split, progress=not quiet)
+        click.echo(f"wrote {len(paths)} objects to {out_dir}")
+
+    return data_synth
 
 
-@data.command("render")
-@click.argument("inputs", nargs=-1)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--objects", "objects_json", type=click.Path(dir_okay=False), help="JSON list of {name, mesh, up_axis}.")
-@click.option("--res", type=int, default=512, show_default=True, help="Image side, pixels.")
-@click.option(  # default: fourview.cameras.DEFAULT_ELEVATION_DEG, a literal so that --help imports no torch
-    "--elevation", type=float, default=20.0, show_default=True, help="Rig elevation, degrees."
+@data.lazy_command(
+    "render", "Render objects (asset files, GSO folders, synthetic objects, example:NAME) for training."
 )
-@click.option("--random", "num_random", type=int, default=100, show_default=True, help="Random views per object.")
-@click.option(
-    "--random-elevation",
-    type=(float, float),
-    default=(-90.0, 90.0),
-    show_default=True,
-    help="Elevation band of the random views, degrees.",
-)
-@click.option(
-    "--up-axis",
-    type=click.Choice(UP_AXES),
-    default="y",
-    show_default=True,
-    help="Up axis of the inputs (z for Z-up scans); --objects records carry their own.",
-)
-@click.option("--albedo", is_flag=True, help="Unlit: write the surface albedo (base colour) only.")
-@click.option("--ambient", type=float, default=0.35, show_default=True)
-@click.option("--directional", type=float, default=0.75, show_default=True)
-@click.option(
-    "--light-dir",
-    type=(float, float, float),
-    default=(0.4, 1.0, 0.7),
-    show_default=True,
-    help="Object-frame direction towards the directional light.",
-)
-@click.option("--environment", type=float, default=0.0, show_default=True, help="Sky/ground hemisphere light.")
-@click.option("--specular", type=float, default=0.25, show_default=True)
-@click.option(
-    "--supersample",
-    type=int,
-    default=3,
-    show_default=True,
-    help="Anti-aliasing samples per axis (odd keeps alpha >= 0.5 equal to the pixel-centre coverage).",
-)
-@click.option("--no-depth", is_flag=True)
-@click.option("--no-normal", is_flag=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random cameras.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
-@click.option("--webdataset", "wds_pattern", help="Also write WebDataset shards, e.g. 'shards/obj-%06d.tar'.")
-@click.option(
-    "--subset",
-    type=click.Choice(["all", "train", "eval"]),
-    default="all",
-    show_default=True,
-    help="Objects to render by the evaluation rule on their names (fourview.data.splits): train leaves the "
-    "evaluation subset out.",
-)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def data_render(inputs, out_dir, objects_json, res, elevation, num_random, random_elevation, up_axis, albedo,
-                ambient, directional, light_dir, environment, specular, supersample, no_depth, no_normal, seed,
-                workers, wds_pattern, subset, quiet) -> None:  # fmt: skip
-    """Render objects (asset files, GSO folders, synthetic objects, example:NAME) for training.
-
-    Writes DIR/NAME/{rig/*.png, grid.png, random/*.png, cameras.json}; finished objects are skipped.
-    """
-    from fourview.data.dataset_renderer import RenderSettings, render_dataset, resolve_inputs, write_webdataset
+def _data_render_command() -> click.Command:
+    from fourview.data.dataset_renderer import RenderSettings
     from fourview.render.mesh_renderer import Lighting
 
-    if workers < 1:
-        raise InputError(f"--workers must be >= 1, got {workers}")
-    try:
-        lighting = Lighting(albedo, ambient, directional, light_dir, environment, specular)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    settings = RenderSettings(
-        resolution=res, elevation_deg=elevation, num_random=num_random, random_elevation_deg=random_elevation,
-        lighting=lighting, supersample=supersample, write_depth=not no_depth, write_normal=not no_normal, seed=seed,
+    @click.command("render", context_settings={"max_content_width": 119})
+    @click.argument("inputs", nargs=-1)
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+    @click.option(
+        "--objects", "objects_json", type=click.Path(dir_okay=False), help="JSON list of {name, mesh, up_axis}."
+    )
+    @click.option(
+        "--up-axis", type=click.Choice(UP_AXES), default="y", show_default=True,
+        help="Up axis of the inputs (z for Z-up scans); --objects records carry their own.",
     )  # fmt: skip
-    sources = resolve_inputs(list(inputs), up_axis=up_axis, objects_json=objects_json)
-    if subset != "all":
-        from fourview.data.splits import is_evaluation_object
+    @_dataclass_options(
+        RenderSettings, "settings",
+        only=("resolution", "elevation_deg", "num_random", "random_elevation_deg", "supersample", "write_depth",
+              "write_normal", "seed"),
+        flags={"resolution": "res", "elevation_deg": "elevation", "num_random": "random",
+               "random_elevation_deg": "random-elevation", "write_depth": "depth", "write_normal": "normal"},
+    )  # fmt: skip
+    @_dataclass_options(Lighting, "lighting", flags={"direction": "light-dir"})
+    @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
+    @click.option("--webdataset", "wds_pattern", help="Also write WebDataset shards, e.g. 'shards/obj-%06d.tar'.")
+    @click.option(
+        "--subset", type=click.Choice(["all", "train", "eval"]), default="all", show_default=True,
+        help="Objects to render by the evaluation rule on their names (fourview.data.splits): train leaves the "
+        "evaluation subset out.",
+    )  # fmt: skip
+    @click.option("--quiet", is_flag=True, help="No progress bar.")
+    def data_render(
+        inputs, out_dir, objects_json, up_axis, workers, wds_pattern, subset, quiet, settings, lighting
+    ) -> None:
+        """Render objects (asset files, GSO folders, synthetic objects, example:NAME) for training.
 
-        sources = [s for s in sources if is_evaluation_object(s.name) == (subset == "eval")]
-        if not sources:
-            raise InputError(f"no objects of the {subset} subset among the inputs")
-    done = render_dataset(sources, out_dir, settings, workers=workers, progress=not quiet)
-    if wds_pattern:
-        write_webdataset(done, wds_pattern)
-    click.echo(f"rendered {len(done)} objects to {out_dir}")
+        Writes DIR/NAME/{rig/*.png, grid.png, random/*.png, cameras.json}; finished objects are skipped.
+        """
+        from dataclasses import replace
+
+        from fourview.data.dataset_renderer import render_dataset, resolve_inputs, write_webdataset
+
+        if workers < 1:
+            raise InputError(f"--workers must be >= 1, got {workers}")
+        settings = replace(settings, lighting=lighting)
+        sources = resolve_inputs(list(inputs), up_axis=up_axis, objects_json=objects_json)
+        if subset != "all":
+            from fourview.data.splits import is_evaluation_object
+
+            sources = [s for s in sources if is_evaluation_object(s.name) == (subset == "eval")]
+            if not sources:
+                raise InputError(f"no objects of the {subset} subset among the inputs")
+        done = render_dataset(sources, out_dir, settings, workers=workers, progress=not quiet)
+        if wds_pattern:
+            write_webdataset(done, wds_pattern)
+        click.echo(f"rendered {len(done)} objects to {out_dir}")
+
+    return data_render
 
 
-@data.command("score")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Manifest to write (JSONL).",
+@data.lazy_command("score", "Caption and score rendered objects (ROOT/NAME/rig/*.png) into a manifest.")
+def _data_score_command() -> click.Command:
+    # The model files are inputs, not settings: the options map one to one onto load_scorers' arguments.
+    @click.command("score", context_settings={"max_content_width": 119})
+    @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.option(
+        "-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+        help="Manifest to write (JSONL).",
+    )  # fmt: skip
+    @click.option("--clip", "clip_weights", help="open_clip checkpoint file or downloaded hub folder.")
+    @click.option("--clip-model", default="ViT-L-14", show_default=True, help="open_clip architecture of --clip.")
+    @click.option("--aesthetic", "aesthetic_weights", help="LAION aesthetic head (.safetensors or .pth state dict).")
+    @click.option("--svm", "svm_path", help="Quality SVM written by 'fourview data svm-train'.")
+    @click.option(
+        "--captioner", "captioner_dir", help="Local transformers captioning model for objects without captions."
+    )
+    @click.option("--device", default="cpu", show_default=True)
+    def data_score(
+        root, out_path, clip_weights, clip_model, aesthetic_weights, svm_path, captioner_dir, device
+    ) -> None:
+        """Caption and score rendered objects (ROOT/NAME/rig/*.png) into a manifest.
+
+        Scores whose weights are not given are recorded as unavailable, with the reason.
+        """
+        from fourview.data.captions import HFCaptioner
+        from fourview.data.filter import build_manifest, load_scorers
+        from fourview.data.manifest import write_manifest
+
+        scorers = load_scorers(clip_weights, clip_model, aesthetic_weights, svm_path, device)
+        for key in ("clip_score", "aesthetic", "svm_score"):
+            status = scorers.availability(key)
+            if not status.available:
+                click.echo(f"{key}: unavailable ({status.reason})", err=True)
+        captioner = HFCaptioner.from_pretrained(captioner_dir, device) if captioner_dir else None
+        records = build_manifest(root, scorers, captioner, progress=True)
+        write_manifest(out_path, records)
+        click.echo(f"scored {len(records)} objects into {out_path}")
+
+    return data_score
+
+
+@dataclass(frozen=True)
+class _FilterSettings:
+    """The thresholds of 'fourview data filter' (`fourview.data.filter.drop_low_aesthetic`, then `curriculum_pass`)."""
+
+    min_aesthetic: float = 3.5
+    """Drop objects whose mean aesthetic score over the 4 rig views is below this."""
+    pass_index: Literal[1, 2] = 1
+    """Curriculum pass: 1 = all above --low-threshold, 2 = the best --top-fraction of those."""
+    low_threshold: float | None = None
+    """Pass-1 minimum of --key."""
+    top_fraction: float = 0.3
+    """Share of the pass-1 objects that pass 2 keeps, in (0, 1]."""
+    key: Literal["aesthetic", "clip_score", "svm_score"] = "aesthetic"
+    """The score to threshold and rank by (aesthetic: the mean over the 4 rig views)."""
+    on_missing: Literal["raise", "keep", "drop"] = "raise"
+    """Objects lacking a needed score: error out, keep them, or drop them."""
+
+
+@data.lazy_command(
+    "filter", "Apply the design's filters to a manifest: the aesthetic floor, then one curriculum pass."
 )
-@click.option("--clip", "clip_weights", help="open_clip checkpoint file or downloaded hub folder.")
-@click.option("--clip-model", default="ViT-L-14", show_default=True, help="open_clip architecture of --clip.")
-@click.option("--aesthetic", "aesthetic_weights", help="LAION aesthetic head (.safetensors or .pth state dict).")
-@click.option("--svm", "svm_path", help="Quality SVM written by 'fourview data svm-train'.")
-@click.option("--captioner", "captioner_dir", help="Local transformers captioning model for objects without captions.")
-@click.option("--device", default="cpu", show_default=True)
-def data_score(root, out_path, clip_weights, clip_model, aesthetic_weights, svm_path, captioner_dir, device) -> None:
-    """Caption and score rendered objects (ROOT/NAME/rig/*.png) into a manifest.
+def _data_filter_command() -> click.Command:
+    @click.command("filter", context_settings={"max_content_width": 119})
+    @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+    @_dataclass_options(_FilterSettings, "thresholds", flags={"pass_index": "pass"})
+    def data_filter(manifest, out_path, thresholds: _FilterSettings) -> None:
+        """Apply the design's filters to a manifest: the aesthetic floor, then one curriculum pass."""
+        from fourview.data.filter import curriculum_pass, drop_low_aesthetic
+        from fourview.data.manifest import read_manifest, write_manifest
 
-    Scores whose weights are not given are recorded as unavailable, with the reason.
-    """
-    from fourview.data.captions import HFCaptioner
-    from fourview.data.filter import build_manifest, load_scorers
-    from fourview.data.manifest import write_manifest
+        t = thresholds
+        records = read_manifest(manifest)
+        kept = drop_low_aesthetic(records, t.min_aesthetic, t.on_missing)
+        kept = curriculum_pass(kept, t.pass_index, t.low_threshold, t.top_fraction, t.key, t.on_missing)
+        write_manifest(out_path, kept)
+        click.echo(f"kept {len(kept)} of {len(records)} objects in {out_path}")
 
-    scorers = load_scorers(clip_weights, clip_model, aesthetic_weights, svm_path, device)
-    for key in ("clip_score", "aesthetic", "svm_score"):
-        status = scorers.availability(key)
-        if not status.available:
-            click.echo(f"{key}: unavailable ({status.reason})", err=True)
-    captioner = HFCaptioner.from_pretrained(captioner_dir, device) if captioner_dir else None
-    records = build_manifest(root, scorers, captioner, progress=True)
-    write_manifest(out_path, records)
-    click.echo(f"scored {len(records)} objects into {out_path}")
+    return data_filter
 
 
-@data.command("filter")
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option(
-    "--min-aesthetic",
-    type=float,
-    default=3.5,
-    show_default=True,
-    help="Drop objects whose mean aesthetic score over the 4 rig views is below this.",
-)
-@click.option(
-    "--pass",
-    "pass_index",
-    type=click.Choice(["1", "2"]),
-    default="1",
-    show_default=True,
-    help="Curriculum pass: 1 = all above --low-threshold, 2 = the best --top-fraction of those.",
-)
-@click.option("--low-threshold", type=float, default=None, help="Pass-1 minimum of --key.")
-@click.option("--top-fraction", type=float, default=0.3, show_default=True)
-@click.option(
-    "--key", type=click.Choice(["aesthetic", "clip_score", "svm_score"]), default="aesthetic", show_default=True
-)
-@click.option(
-    "--on-missing",
-    type=click.Choice(["raise", "keep", "drop"]),
-    default="raise",
-    show_default=True,
-    help="Objects lacking a needed score: error out, keep them, or drop them.",
-)
-def data_filter(manifest, out_path, min_aesthetic, pass_index, low_threshold, top_fraction, key, on_missing) -> None:
-    """Apply the design's filters to a manifest: the aesthetic floor, then one curriculum pass."""
-    from fourview.data.filter import curriculum_pass, drop_low_aesthetic
-    from fourview.data.manifest import read_manifest, write_manifest
+@data.lazy_command("svm-train", "Train the quality SVM on CLIP features of hand-labelled good and bad objects.")
+def _data_svm_train_command() -> click.Command:
+    # --kernel and --C are fields of fourview.data.filter.SVMConfig, which documents them in its class docstring,
+    # not as attribute docstrings, so they are declared here (the rest are inputs).
+    @click.command("svm-train", context_settings={"max_content_width": 119})
+    @click.option("--good", "good", multiple=True, required=True, help="Object folder or a text file listing them.")
+    @click.option("--bad", "bad", multiple=True, required=True, help="Object folder or a text file listing them.")
+    @click.option("--clip", "clip_weights", required=True, help="open_clip checkpoint file or downloaded hub folder.")
+    @click.option("--clip-model", default="ViT-L-14", show_default=True)
+    @click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
+    @click.option("--C", "c", type=float, default=1.0, show_default=True, help="SVM regularisation.")
+    @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+    def data_svm_train(good, bad, clip_weights, clip_model, kernel, c, out_path) -> None:
+        """Train the quality SVM on CLIP features of hand-labelled good and bad objects (saved as JSON)."""
+        from fourview.data.filter import ClipScorer, SVMConfig, train_quality_svm
 
-    records = read_manifest(manifest)
-    kept = drop_low_aesthetic(records, min_aesthetic, on_missing)
-    kept = curriculum_pass(kept, int(pass_index), low_threshold, top_fraction, key, on_missing)
-    write_manifest(out_path, kept)
-    click.echo(f"kept {len(kept)} of {len(records)} objects in {out_path}")
+        clip = ClipScorer.from_pretrained(clip_weights, clip_model)
+        svm = train_quality_svm(_object_list(good), _object_list(bad), clip, SVMConfig(kernel=kernel, C=c))
+        svm.save(out_path)
+        click.echo(f"wrote {out_path}")
 
-
-@data.command("svm-train")
-@click.option("--good", "good", multiple=True, required=True, help="Object folder or a text file listing them.")
-@click.option("--bad", "bad", multiple=True, required=True, help="Object folder or a text file listing them.")
-@click.option("--clip", "clip_weights", required=True, help="open_clip checkpoint file or downloaded hub folder.")
-@click.option("--clip-model", default="ViT-L-14", show_default=True)
-@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
-@click.option("--C", "c", type=float, default=1.0, show_default=True, help="SVM regularisation.")
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def data_svm_train(good, bad, clip_weights, clip_model, kernel, c, out_path) -> None:
-    """Train the quality SVM on CLIP features of hand-labelled good and bad objects (saved as JSON)."""
-    from fourview.data.filter import ClipScorer, SVMConfig, train_quality_svm
-
-    clip = ClipScorer.from_pretrained(clip_weights, clip_model)
-    svm = train_quality_svm(_object_list(good), _object_list(bad), clip, SVMConfig(kernel=kernel, C=c))
-    svm.save(out_path)
-    click.echo(f"wrote {out_path}")
+    return data_svm_train
 
 
 def _field_docs(cls) -> dict[str, str]:
@@ -311,9 +300,11 @@ def _dataclass_options(
 ):
     """Click options for the fields of a frozen config dataclass: ``--field-name VALUE``.
 
-    The one way this command line declares settings. Literal fields become choices, bools (and
-    ``bool | None``) ``--x/--no-x`` flags, tuples take several values (repeat the option); defaults
-    and help come from the dataclass itself (its attribute docstrings). The command receives the
+    The one way this command line declares settings. Literal fields become choices (the config gets
+    the Literal's own values: ``Literal[1, 2]`` gives ints), bools (and ``bool | None``) ``--x/--no-x``
+    flags, ``tuple[X, ...]`` several values (repeat the option), fixed-length tuples such as
+    ``tuple[float, float, float]`` one option taking that many values; defaults and help come from the
+    dataclass itself (its attribute docstrings). The command receives the
     config ``cls(...)`` built from the parsed options: as its one argument when ``param`` is None,
     else as the keyword argument ``param`` (so several configs can share one command).
 
@@ -357,11 +348,15 @@ def _dataclass_options(
             if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
                 base = next(a for a in typing.get_args(hint) if a is not type(None))
             if typing.get_origin(base) is typing.Literal:
-                kwargs["type"] = click.Choice([str(a) for a in typing.get_args(base)])
+                values = {str(a): a for a in typing.get_args(base)}
+                kwargs.update(type=click.Choice(list(values)), callback=lambda _c, _p, v, m=values: m.get(v, v))
+                default = default if default is None else str(default)
             elif base is bool:  # bool | None: neither flag given keeps None ("leave as it is")
                 f = click.option(f"--{name}/--no-{name}", dest, default=default, show_default=True,
                                  help=kwargs["help"])(f)  # fmt: skip
                 continue
+            elif typing.get_origin(base) is tuple and Ellipsis not in typing.get_args(base):
+                kwargs["type"] = typing.get_args(base)  # --light-dir X Y Z
             elif typing.get_origin(base) is tuple:
                 (inner,) = {a for a in typing.get_args(base) if a is not Ellipsis}
                 literal = typing.get_origin(inner) is typing.Literal
