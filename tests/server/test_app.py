@@ -113,6 +113,8 @@ def test_health_page_static_files_and_offline_docs(client, finished):
     assert page.status_code == 200 and 'id="viewer"' in page.text and "/static/viewer.js" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert re.findall(r"(?:src|href)=\"(https?:)", page.text) == []  # nothing from another host
+    ids = re.findall(r'id="([^"]+)"', page.text)
+    assert len(ids) == len(set(ids))  # the script finds each element by its id
     script = client.get("/static/viewer.js")
     assert script.status_code == 200 and "class GlbViewer" in script.text
     assert client.get("/static/../app.py").status_code == 404

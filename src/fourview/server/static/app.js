@@ -77,11 +77,12 @@ async function submit(event) {
 }
 
 function clearResult() {
+  delete $("result").dataset.shown;
   for (const url of blobUrls) URL.revokeObjectURL(url);
   blobUrls = [];
   $("downloads").textContent = "";
-  $("turntable").removeAttribute("src");
-  $("views").removeAttribute("src");
+  $("turntable-image").removeAttribute("src");
+  $("views-image").removeAttribute("src");
   viewer.clear();
 }
 
@@ -114,6 +115,7 @@ async function poll() {
 }
 
 async function showResult(job) {
+  delete $("result").dataset.shown;
   try {
     for (const [name, url] of Object.entries(job.files)) {
       const blob = await (await api(url)).blob();
@@ -125,10 +127,11 @@ async function showResult(job) {
       link.id = "download-" + name.replace(".", "-");
       link.textContent = name;
       $("downloads").append(link);
-      if (name === "turntable.gif") $("turntable").src = href;
-      if (name === "views.png") $("views").src = href;
+      if (name === "turntable.gif") $("turntable-image").src = href;
+      if (name === "views.png") $("views-image").src = href;
       if (name === "model.glb") await viewer.load(await blob.arrayBuffer());
     }
+    $("result").dataset.shown = job.id;  // every file fetched and shown
   } catch (e) {
     setStatus("the result could not be shown: " + e.message, true);
   }
