@@ -330,6 +330,7 @@ def create_app(config: ServerConfig, pipeline_factory: PipelineFactory | None = 
             except ValidationError as e:
                 raise InputError(_validation_message(e.errors())) from None
         job = await run_in_threadpool(create, kind, settings, files)
+        job = store.get(job.id)  # as it is now: a free worker may have started it already
         return JSONResponse(view(job).model_dump(mode="json"), 202, headers={"Location": f"/jobs/{job.id}"})
 
     @app.get("/jobs", response_model=JobList, dependencies=keyed, responses={401: errors[401]}, summary="List jobs")
