@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, get_args
 
-from fourview.atomic import atomic_folder, write_text_atomic
+from fourview.atomic import atomic_folder, remove_stale_temporaries, write_text_atomic
 from fourview.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -122,15 +122,19 @@ class JobStore:
     def load(self) -> list[Job]:
         """Read every job folder (at start-up); returns the queued jobs, oldest first, to queue again.
 
-        Jobs that were running are marked failed with `LOST_AT_RESTART`. A folder whose record
-        cannot be read is skipped with a warning (and left as it is).
+        Jobs that were running are marked failed with `LOST_AT_RESTART`; the temporaries a killed
+        server left (a job folder, a record or an asset half-written) are removed. A folder whose
+        record cannot be read is skipped with a warning (and left as it is).
 
         Raises:
             InputError: the data folder cannot be created or read.
         """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.root)  # job folders a killed server was assembling
             folders = sorted(p for p in self.root.iterdir() if JOB_ID.fullmatch(p.name) and p.is_dir())
+            for folder in folders:  # its records and assets being written
+                remove_stale_temporaries(folder)
         except OSError as e:
             raise InputError(f"cannot use the data folder {self.root.parent}: {e.strerror or e}") from None
         with self._lock:
