@@ -21,7 +21,7 @@ from PIL import Image
 
 from fourview.server import create_app
 from tests.gltf_validation import validate_glb
-from tests.server.conftest import png_bytes, product_photo, server_config
+from tests.server.conftest import cutout_view, png_bytes, product_photo, server_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -166,3 +166,17 @@ def test_an_uploaded_photo_shows_its_model(server, browser, downloads, tmp_path)
     with Image.open(_download(browser, downloads, "download-mask-png")) as mask:
         assert mask.size == (128, 128)  # the photo's own size: the matte that went in
     assert _download(browser, downloads, "download-model-glb").read_bytes()[:4] == b"glTF"
+
+
+def test_four_uploaded_photos_show_their_model(server, browser, tmp_path):
+    browser.get(server + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[name=kind][value=views]").click()
+    assert not browser.find_element(By.ID, "prompt-row").is_displayed()
+    for i, colour in enumerate([(200, 40, 35), (40, 160, 60), (40, 90, 200), (220, 190, 40)]):
+        view = tmp_path / f"view{i}.png"
+        view.write_bytes(png_bytes(cutout_view(96, colour)))
+        browser.find_element(By.ID, f"view{i}").send_keys(str(view))
+    _fill(browser, {"faces": "2000", "texture_size": "64", "turntable": "0"})  # seed and steps stay unsent
+    browser.find_element(By.ID, "submit").click()
+    assert _wait_for_model(browser) > 100
+    assert _centre_differs_from_background(browser) > 0.1

@@ -6,6 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const viewer = new GlbViewer($("viewer"));
 const SETTINGS = ["seed", "steps", "faces", "texture_size", "turntable"];
+const GENERATOR_SETTINGS = ["seed", "steps"];  // a four-photo job runs no generator: the server refuses them
 let apiKey = sessionStorage.getItem("fourview-api-key") || "";
 let current = null, pollTimer = null, blobUrls = [];
 
@@ -38,6 +39,7 @@ function showKind() {
 function request() {
   const k = kind(), settings = {}, prompt = $("prompt").value.trim();
   for (const name of SETTINGS) {
+    if (k === "views" && GENERATOR_SETTINGS.includes(name)) continue;
     const value = $(name).value.trim();
     if (value !== "") settings[name] = Number(value);
   }
