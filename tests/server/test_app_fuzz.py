@@ -20,13 +20,25 @@ from tests.server.conftest import png_bytes, product_photo, serve, server_config
 # asyncio's event loop makes a socket pair, which pytest-socket would refuse; these tests talk to 127.0.0.1 only.
 pytestmark = pytest.mark.enable_socket
 
-BOUNDED = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+BOUNDED = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None
+)
 KEYS = list(JobSettings.model_fields)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
+NEAR_VALID = {  # settings of the right types, in range or just outside it: the accepted path gets fuzzed too
+    "seed": st.integers(-1, 2**64),
+    "steps": st.integers(-1, 250),
+    "guidance": st.floats(allow_nan=True, allow_infinity=True),
+    "faces": st.integers(0, 10**6),
+    "texture_size": st.sampled_from([0, 16, 64, 100, 4096, 8192]),
+    "grid": st.integers(0, 600),
+    "turntable": st.integers(-1, 200),
+    "method": st.sampled_from(["dmtet", "marching_cubes", "voxels"]),
+}
 SEGMENTS = st.text(max_size=40) | st.sampled_from(["..", ".", "%2e%2e", "a" * 32, "0" * 32, "model.glb", "", "~"])
 IMAGE_BYTES = st.one_of(
     st.binary(max_size=300),
@@ -83,6 +95,7 @@ def test_any_request_to_any_endpoint_gets_no_5xx(client, job_id, method, templat
     body=st.one_of(
         st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), JSON_VALUES, max_size=6),
         st.fixed_dictionaries({"prompt": st.text(max_size=60)}, optional={k: JSON_VALUES for k in KEYS[1:]}),
+        st.fixed_dictionaries({"prompt": st.text(min_size=1, max_size=60)}, optional=NEAR_VALID),
         JSON_VALUES,
     ),
     raw=st.none() | st.binary(max_size=100),
