@@ -884,69 +884,6 @@ cli.lazy_command("serve", "A local web app and REST API (FastAPI): jobs from tex
 )
 
 
-def _serve_command() -> click.Command:
-    from fourview.pipeline import ModelSettings
-
-    try:
-        from fourview.server import ServerConfig
-    except ImportError as e:  # FastAPI and uvicorn come with the [server] extra
-        raise InputError(f"fourview serve needs the server extra: pip install 'fourview[server]' ({e})") from None
-
-    @click.command("serve", context_settings={"max_content_width": 119})
-    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; not loopback needs "
-                  "--api-key (or --insecure).")  # fmt: skip
-    @click.option(
-        "--api-key", envvar="FOURVIEW_API_KEY", show_envvar=True,
-        help="Key every API request must carry in the X-API-Key header (the environment keeps it out of ps).",
-    )  # fmt: skip
-    @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without --api-key: anyone who "
-                  "reaches the port can run jobs and read them.")  # fmt: skip
-    @_dataclass_options(
-        ServerConfig, "server", flags={"workers": "worker"},
-        only=("data", "port", "workers", "max_upload_mb", "max_queued", "turntable_frames", "preview_resolution"),
-    )  # fmt: skip
-    @_dataclass_options(ModelSettings, "models")
-    def serve(host, api_key, insecure, server, models) -> None:
-        """A local web app and REST API: the page at http://HOST:PORT/, the API's document at /docs.
-
-        Jobs (text, one photo or four photos) run one at a time per device with the models loaded
-        once, and are kept in --data: after a restart finished jobs are listed again, queued ones run
-        again, and those that were running are reported failed ('lost at server restart').
-        """
-        import os
-        from dataclasses import replace
-
-        import uvicorn
-
-        from fourview.pipeline import check_device
-        from fourview.pretrained import resolve_weights
-        from fourview.server import create_app
-
-        server = replace(server, host=host, api_key=api_key, insecure=insecure, models=models)
-        for device in server.devices:
-            check_device(device)
-        for name, kind in ((models.mvgen, "mvgen"), (models.student, "student"), (models.recon, "recon")):
-            if name is not None:
-                resolve_weights(name, kind)
-        try:
-            server.data.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot create the data folder {server.data}: {e.strerror or e}") from None
-        if not os.access(server.data, os.W_OK | os.X_OK):
-            raise InputError(f"cannot write the data folder {server.data}")
-        _quiet_library_progress_bars()
-        address = f"[{host}]" if ":" in host else host
-        click.echo(f"fourview serve: http://{address}:{server.port}/ (API: /docs), jobs in {server.data}", err=True)
-        uvicorn.run(create_app(server), host=host, port=server.port, log_level="info")
-
-    return serve
-
-
-cli.lazy_command("serve", "A local web app and REST API (FastAPI): jobs from text or photos, kept on disk.")(
-    _serve_command
-)
-
-
 def _bench_command() -> click.Group:
     @click.group("bench", cls=_LazyGroup)
     def bench() -> None:
