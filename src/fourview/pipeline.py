@@ -214,10 +214,11 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def read_photo(photo: str | os.PathLike | np.ndarray) -> np.ndarray:
-    """A photo as RGBA float32 [H, W, 4] in [0, 1] (a file is read and checked; an array is checked)."""
+def read_photo(photo: str | os.PathLike | np.ndarray, min_side: int | None = None) -> np.ndarray:
+    """A photo as RGBA float32 [H, W, 4] in [0, 1] (a file is read with `read_rgba`'s checks, and at
+    least ``min_side`` pixels a side when given; an array is checked)."""
     if isinstance(photo, (str, os.PathLike)):
-        return read_rgba(photo)
+        return read_rgba(photo) if min_side is None else read_rgba(photo, min_side)
     arr = np.asarray(photo, dtype=np.float32)
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or min(arr.shape[:2]) < 1:
         raise InputError(f"a photo must be an [H, W, 3|4] image, got shape {tuple(arr.shape)}")
@@ -397,7 +398,7 @@ class FourViewPipeline:
         and a warning when the shipped demo generator is asked for a photo.
         """
         if not isinstance(photo, Matte):
-            image = read_rgba(photo, MIN_PHOTO_SIDE) if isinstance(photo, (str, os.PathLike)) else read_photo(photo)
+            image = read_photo(photo, MIN_PHOTO_SIDE)
             photo_name = str(photo) if isinstance(photo, (str, os.PathLike)) else "array"
             photo = remove_background(image, matting)
         else:
