@@ -13,6 +13,7 @@ from fourview.data.captions import (
     CaptionOutput,
     HFCaptioner,
     TemplateCaptioner,
+    caption_from_name,
     caption_object,
     clean_caption,
     merge_captions,
@@ -188,3 +189,10 @@ def test_hf_captioner_construction_errors(tmp_path):
         HFCaptioner.from_pretrained(tmp_path)
     # (a folder with a broken config.json also gives InputError, but checking it imports
     # transformers' pipelines, ~15 s here; not worth the test time)
+
+
+def test_captions_come_from_scan_names_without_their_random_ids():
+    assert caption_from_name("Threshold_Porcelain_Teapot_White") == "threshold porcelain teapot white"
+    assert caption_from_name("3D_Dollhouse_Sink") == "3d dollhouse sink"
+    assert caption_from_name("CONE_SORTING_kg5fbARBwts") == "cone sorting"
+    assert caption_from_name("Asus_Sabertooth_990FX_20_Motherboard") == "asus sabertooth 990fx 20 motherboard"

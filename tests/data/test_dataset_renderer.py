@@ -246,3 +246,16 @@ def test_real_objects_render_aligned_with_up_axes(shared_data, tmp_path):
             cam = Camera(rec["azimuth_deg"], rec["elevation_deg"])
             alpha = np.asarray(Image.open(folder / rec["image"]))[..., 3] >= 128
             assert iou(alpha, raycast_mask(mesh, cam, 64)) >= 0.98, (src.name, rec["image"])
+
+
+def test_a_gso_folder_without_a_caption_file_gets_its_caption_from_its_name(tmp_path):
+    folder = tmp_path / "Threshold_Porcelain_Teapot_White_kg5fbARBwts"
+    (folder / "meshes").mkdir(parents=True)
+    trimesh.creation.box().export(folder / "meshes" / "model.obj")
+    (source,) = resolve_inputs([str(folder)], up_axis="z")
+    assert source.caption_file is None and source.caption == "threshold porcelain teapot white"
+    (out,) = render_dataset([source], tmp_path / "out", SMALL, progress=False)
+    assert (out / "caption.txt").read_text() == "threshold porcelain teapot white\n"
+    (folder / "caption.txt").write_text("a white teapot")
+    (source,) = resolve_inputs([str(folder)], up_axis="z")
+    assert source.caption_file == folder / "caption.txt" and source.caption is None

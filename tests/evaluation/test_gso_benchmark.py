@@ -21,7 +21,6 @@ from fourview.evaluation.gso import evaluation_objects, find_gso_objects, load_g
 from fourview.evaluation.gso_benchmark import (
     GsoBenchConfig,
     as_files_hold_it,
-    caption_from_name,
     object_list_path,
     render_ground_truth,
     run_gso_benchmark,
@@ -228,11 +227,6 @@ def test_a_textured_part_is_coloured_by_its_texture_alone_as_in_its_files(gso_ro
     mesh = as_files_hold_it(replace(scan, parts=(grey, untextured)))
     assert mesh.parts[0].vertex_colors is None and mesh.parts[0].material.texture is not None
     assert mesh.parts[1].vertex_colors is grey.vertex_colors  # the only colour an untextured part has
-
-
-def test_captions_come_from_the_names():
-    assert caption_from_name("Threshold_Porcelain_Teapot_White") == "threshold porcelain teapot white"
-    assert caption_from_name("3D_Dollhouse_Sink") == "3d dollhouse sink"
 
 
 def test_the_shipped_lists_follow_their_rules():

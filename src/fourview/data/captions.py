@@ -262,6 +262,22 @@ class HFCaptioner:
         return captions
 
 
+def caption_from_name(name: str) -> str:
+    """A caption made from a scan's name: underscores to spaces, lower case, random id suffixes dropped.
+
+    GSO names are product names (``Threshold_Porcelain_Teapot_White``); some end in a random
+    identifier (``CONE_SORTING_kg5fbARBwts``), which says nothing about the object: a word of 8 or
+    more characters mixing lower and upper case letters after its first is dropped.
+    """
+    words = [w for w in name.replace("_", " ").split() if not _looks_like_id(w)]
+    return " ".join(words).lower()
+
+
+def _looks_like_id(word: str) -> bool:
+    tail = word[1:]
+    return len(word) >= 8 and any(c.islower() for c in tail) and any(c.isupper() for c in tail)
+
+
 def caption_object(obj_dir: str | os.PathLike, captioner: Captioner | None = None) -> CaptionOutput | None:
     """The object's caption: from its files (`TemplateCaptioner`), else from ``captioner``.
 

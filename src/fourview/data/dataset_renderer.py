@@ -8,7 +8,8 @@ folder), it writes::
     DIR/NAME/grid.png                                   the 2x2 grid of the rig on white (stage 1 target)
     DIR/NAME/random/0000.png ... (+ _depth, _normal)    random cameras on the radius-4 sphere (stage 2)
     DIR/NAME/cameras.json                               every image with its camera (written last)
-    DIR/NAME/caption.txt                                copied from the source folder when present
+    DIR/NAME/caption.txt                                copied from the source folder when present; for a GSO
+                                                        folder without one, made from its name (`caption_from_name`)
 
 An object's folder is assembled under a temporary name and renamed into place when complete
 (`fourview.atomic.atomic_folder`), so an interrupted run leaves no half-written object, and a
@@ -34,6 +35,7 @@ from tqdm import tqdm
 from fourview.atomic import atomic_folder
 from fourview.cameras import DEFAULT_ELEVATION_DEG, RADIUS, Camera, orthogonal_rig, random_cameras, views_to_grid
 from fourview.data.assets import load_asset
+from fourview.data.captions import caption_from_name
 from fourview.data.examples import example_path
 from fourview.errors import InputError
 from fourview.images import composite_on_white, write_png
@@ -88,6 +90,8 @@ class ObjectSource:
     path: Path
     up_axis: str = "y"
     caption_file: Path | None = None
+    caption: str | None = None
+    """A caption made from the name (a GSO folder without ``caption.txt``), written as ``caption.txt``."""
 
 
 def resolve_inputs(inputs: list[str], up_axis: str = "y", objects_json: str | None = None) -> list[ObjectSource]:
@@ -132,7 +136,7 @@ def _sources_from_json(path: Path) -> list[ObjectSource]:
             raise InputError(f"objects file {path}: each record needs a 'mesh' path, got {r!r}")
         mesh = (path.parent / r["mesh"]).resolve()
         src = _sources_from_input(str(mesh), r.get("up_axis", "y"))[0]
-        out.append(ObjectSource(r.get("name", src.name), src.path, src.up_axis, src.caption_file))
+        out.append(ObjectSource(r.get("name", src.name), src.path, src.up_axis, src.caption_file, src.caption))
     return out
 
 
@@ -149,8 +153,10 @@ def _sources_from_input(item: str, up_axis: str) -> list[ObjectSource]:
         name = path.parent.name if path.stem == "model" else path.stem
         return [ObjectSource(name, path, up_axis, _caption_beside(path))]
     if path.is_dir():
-        if (path / "meshes" / "model.obj").is_file():  # Google Scanned Objects layout
-            return [ObjectSource(path.name, path, up_axis, _caption_beside(path / "meshes" / "model.obj"))]
+        if (path / "meshes" / "model.obj").is_file():  # Google Scanned Objects layout: the name is the product's
+            caption_file = _caption_beside(path / "meshes" / "model.obj")
+            caption = None if caption_file is not None else caption_from_name(path.name)
+            return [ObjectSource(path.name, path, up_axis, caption_file, caption)]
         model = next((path / f"model{s}" for s in ASSET_SUFFIXES if (path / f"model{s}").is_file()), None)
         if model is not None:
             return [ObjectSource(path.name, model, up_axis, _caption_beside(model))]
@@ -228,6 +234,8 @@ def render_object(source: ObjectSource, out_dir: Path, settings: RenderSettings)
         write_png(tmp / "grid.png", views_to_grid(views).permute(1, 2, 0).numpy())  # [2H, 2W, 3]
         if source.caption_file is not None:
             shutil.copyfile(source.caption_file, tmp / "caption.txt")
+        elif source.caption:
+            (tmp / "caption.txt").write_text(source.caption + "\n", encoding="utf-8")
         meta = {
             "name": source.name,
             "source": str(source.path),

@@ -33,7 +33,6 @@ from fourview.evaluation.gso_benchmark import (
     GsoBenchConfig,
     GsoBenchSummary,
     ObjectResult,
-    caption_from_name,
     run_gso_benchmark,
 )
 from fourview.evaluation.metrics import ImageScores, Lpips, image_scores, load_lpips
@@ -52,7 +51,6 @@ __all__ = [
     "ObjectResult",
     "align_points",
     "canonical_mesh",
-    "caption_from_name",
     "chamfer_distance",
     "evaluation_objects",
     "find_gso_objects",

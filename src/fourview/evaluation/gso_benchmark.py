@@ -75,6 +75,7 @@ from tqdm import tqdm
 from fourview import __version__
 from fourview.atomic import write_text_atomic
 from fourview.cameras import Camera
+from fourview.data.captions import caption_from_name
 from fourview.data.dataset_renderer import RenderSettings, shard_from_env
 from fourview.errors import InputError
 from fourview.evaluation.alignment import AlignmentConfig, align_points
@@ -284,11 +285,6 @@ class GroundTruth:
     views: PosedViews
     novel: dict[int, np.ndarray]
     points: np.ndarray
-
-
-def caption_from_name(name: str) -> str:
-    """The prompt of --mode image: the object's name, underscores to spaces, lower case."""
-    return " ".join(name.replace("_", " ").split()).lower()
 
 
 def render_views(
