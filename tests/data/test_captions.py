@@ -196,3 +196,6 @@ def test_captions_come_from_scan_names_without_their_random_ids():
     assert caption_from_name("3D_Dollhouse_Sink") == "3d dollhouse sink"
     assert caption_from_name("CONE_SORTING_kg5fbARBwts") == "cone sorting"
     assert caption_from_name("Asus_Sabertooth_990FX_20_Motherboard") == "asus sabertooth 990fx 20 motherboard"
+    assert caption_from_name("Toy_ZJa163wlWp2") == "toy"
+    assert caption_from_name("3D_Dollhouse_TablePurple") == "3d dollhouse tablepurple"
+    assert caption_from_name("AllergenFree_JarroDophilus") == "allergenfree jarrodophilus"

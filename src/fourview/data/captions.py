@@ -263,19 +263,21 @@ class HFCaptioner:
 
 
 def caption_from_name(name: str) -> str:
-    """A caption made from a scan's name: underscores to spaces, lower case, random id suffixes dropped.
+    """A caption made from a scan's name: underscores to spaces, lower case, a random id suffix dropped.
 
     GSO names are product names (``Threshold_Porcelain_Teapot_White``); some end in a random
-    identifier (``CONE_SORTING_kg5fbARBwts``), which says nothing about the object: a word of 8 or
-    more characters mixing lower and upper case letters after its first is dropped.
+    11-character identifier (``CONE_SORTING_kg5fbARBwts``) that says nothing about the object.
     """
-    words = [w for w in name.replace("_", " ").split() if not _looks_like_id(w)]
+    words = name.replace("_", " ").split()
+    if len(words) > 1 and _looks_like_id(words[-1]):
+        words = words[:-1]
     return " ".join(words).lower()
 
 
 def _looks_like_id(word: str) -> bool:
-    tail = word[1:]
-    return len(word) >= 8 and any(c.islower() for c in tail) and any(c.isupper() for c in tail)
+    """11 letters and digits in both cases, not capitalised words run together (``TablePurple``)."""
+    mixed = any(c.islower() for c in word) and any(c.isupper() for c in word)
+    return bool(re.fullmatch(r"[A-Za-z0-9]{11}", word)) and mixed and not re.fullmatch(r"([A-Z][a-z]+)+", word)
 
 
 def caption_object(obj_dir: str | os.PathLike, captioner: Captioner | None = None) -> CaptionOutput | None:
