@@ -946,11 +946,151 @@ def _bench_command() -> click.Group:
 
         return gso
 
+    @bench.lazy_command("text", "Text-to-3D: generate each prompt of a set, score CLIP, adherence, time, memory.")
+    def _text_command() -> click.Command:
+        from fourview.evaluation.text_benchmark import TextBenchConfig
+        from fourview.pipeline import ExportSettings, ModelSettings, SamplingSettings
+
+        @click.command("text", context_settings={"max_content_width": 119})
+        @click.option(
+            "-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+            help="Output folder: OUT/assets/NAME/ per prompt and the tables; a rerun resumes in it.",
+        )  # fmt: skip
+        @click.option("--quiet", is_flag=True, help="No progress bars.")
+        @_dataclass_options(TextBenchConfig, "config", required=("prompts",), flags={"turntable_frames": "turntable"})
+        @_dataclass_options(ModelSettings, "models")
+        @_dataclass_options(
+            SamplingSettings, "sampling",
+            flags={"guidance_scale": "guidance", "negative_prompt": "negative", "elevation_deg": "elevation"},
+        )  # fmt: skip
+        @_dataclass_options(ExportSettings, "export", flags={"face_budget": "faces", "grid_resolution": "grid"})
+        def text(out_dir, quiet, config, models, sampling, export) -> None:
+            """Generate every prompt of a set (--prompts FILE or a shipped set) and score what was made: CLIP score
+            and R-precision (with --clip weights; else reported unavailable), the synthetic world's colour/shape
+            adherence, time and peak memory per asset -> OUT/results.jsonl, results.md, summary.json."""
+            import time
+            from dataclasses import asdict
+
+            from fourview.evaluation.clip_metrics import load_clip
+            from fourview.evaluation.text_benchmark import check_output, run_text_benchmark
+            from fourview.pipeline import FourViewPipeline, check_device
+            from fourview.pretrained import resolve_weights
+
+            if models.mvgen is None or models.recon is None:
+                raise InputError("bench text needs a generator (--mvgen) and a reconstructor (--recon)")
+            check_device(models.device)
+            for name, kind in ((models.mvgen, "mvgen"), (models.student, "student"), (models.recon, "recon")):
+                if name is not None:
+                    resolve_weights(name, kind)
+            check_output(config, out_dir, asdict(models), sampling, export)
+            clip = None if config.clip is None else load_clip(config.clip, config.clip_model, models.device)
+            _quiet_library_progress_bars()
+            t0 = time.perf_counter()
+            pipe = FourViewPipeline.from_pretrained(**asdict(models))
+            load_s = time.perf_counter() - t0
+            s = run_text_benchmark(config, out_dir, pipe, clip, sampling, export, progress=not quiet)
+            shown = [f"{k} {v:.4g}" for k, v in s.means.items() if v is not None]
+            click.echo(
+                f"{s.computed} generated now, {s.skipped} finished before (models loaded in {load_s:.1f} s); "
+                f"{len(s.results)} of {s.selected} in {out_dir}: {', '.join(shown) or 'no scores'}; CLIP: {s.clip}"
+            )
+            click.echo(f"wrote {', '.join(p.name for p in s.files)}")
+
+        return text
+
     return bench
 
 
-cli.lazy_command("bench", "Benchmarks: 'bench gso' reconstructs Google Scanned Objects and scores them.")(
-    _bench_command
+cli.lazy_command(
+    "bench", "Benchmarks: 'bench gso' scores reconstructions of scanned objects, 'bench text' text-to-3D."
+)(_bench_command)
+
+
+class _DefaultCommandGroup(click.Group):
+    """A group whose arguments go to its ``default`` command when the first is not a command's name."""
+
+    default = "build"
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [self.default, *args]
+        return super().resolve_command(ctx, args)
+
+
+def _sbs_command() -> click.Group:
+    # fourview.evaluation imports torch: each command imports it when it runs.
+    @click.group("sbs", cls=_DefaultCommandGroup, context_settings={"max_content_width": 119})
+    def sbs() -> None:
+        """Side-by-side studies: people compare two systems' turntables of the same prompts.
+
+        'fourview sbs A_DIR B_DIR -o STUDY' (the same as 'sbs build') writes the study's page;
+        'sbs serve STUDY' serves it and keeps the votes posted to it; 'sbs report STUDY [VOTES...]'
+        gives the win rates of A over B with 95% confidence intervals.
+        """
+
+    @sbs.command("build", context_settings={"max_content_width": 119})
+    @click.argument("a_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("b_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                  help="The study folder (index.html, media/, study.json).")  # fmt: skip
+    @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pairs' order and sides.")
+    @click.option("--title", default="Which 3D object is better?", show_default=True, help="The page's title.")
+    @click.option("--overwrite", is_flag=True, help="Replace a non-empty study folder that holds no votes.")
+    def sbs_build(a_dir, b_dir, out_dir, seed, title, overwrite) -> None:
+        """Pair the assets of A_DIR and B_DIR by name (bench text or batch outputs: meta.json with the prompt and a
+        turntable) into a self-contained page: per pair, the two turntables in a seeded random left/right order
+        and two questions. Open STUDY/index.html (votes are downloaded as JSON) or run 'fourview sbs serve'."""
+        from fourview.evaluation.sbs import build_study
+
+        study = build_study(a_dir, b_dir, out_dir, seed, title, overwrite)
+        unpaired = f"; left out, without a partner: {len(study.only_a)} of A, {len(study.only_b)} of B" if (
+            study.only_a or study.only_b) else ""  # fmt: skip
+        click.echo(f"wrote a study of {study.trials} pairs to {out_dir}{unpaired}: open {out_dir / 'index.html'} or "
+                   f"run 'fourview sbs serve {out_dir}'")  # fmt: skip
+
+    @sbs.command("serve", context_settings={"max_content_width": 119})
+    @click.argument("study_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+    @click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free one).")
+    def sbs_serve(study_dir, host, port) -> None:
+        """Serve a study's page; the votes participants submit are kept in STUDY/votes/ (one file each)."""
+        from fourview.evaluation.sbs import make_server
+
+        server = make_server(study_dir, host, port)
+        address = f"[{host}]" if ":" in host else host
+        click.echo(f"fourview sbs serve: http://{address}:{server.server_address[1]}/ (votes in {study_dir / 'votes'}"
+                   "; Ctrl-C stops)", err=True)  # fmt: skip
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+    @sbs.command("report", context_settings={"max_content_width": 119})
+    @click.argument("study_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("votes", nargs=-1, type=click.Path(exists=True, path_type=Path))
+    @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Also write the report as JSON here.")  # fmt: skip
+    def sbs_report(study_dir, votes, json_path) -> None:
+        """Win rates of A over B per question with 95% Wilson intervals, from VOTES (downloaded vote files or
+        folders of them) or, without, from STUDY/votes/. One answer per participant, pair and question counts."""
+        import json
+        from dataclasses import asdict
+
+        from fourview.atomic import write_text_atomic
+        from fourview.evaluation.sbs import report_markdown, study_report
+
+        report = study_report(study_dir, list(votes))
+        click.echo(report_markdown(report), nl=False)
+        if json_path is not None:
+            write_text_atomic(json_path, json.dumps(asdict(report), indent=1) + "\n")
+
+    return sbs
+
+
+cli.lazy_command("sbs", "Side-by-side studies: a page comparing two systems' turntables, and its win rates.")(
+    _sbs_command
 )
 
 
