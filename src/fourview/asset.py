@@ -4,13 +4,16 @@
 (the folder appears complete or not at all, `fourview.atomic.atomic_folder`):
 
     model.glb            textured mesh in the object frame (+Y up), PBR material
+    model_lod1.glb ...   coarser levels of detail, when asked for (`ExportConfig.lods`), and
+    model_lods.glb       all levels in one file (MSFT_lod); every level shares one texture set
     model.obj / .ply     the same mesh in other formats, when asked for
     views.png            the views on white (the 2x2 grid for the rig; other counts: rows of four)
     mask.png ...         the asset's extra images (`Asset.extra_images`), e.g. the photo's mask
     reconstruction/      the field (triplanes + decoder) and the views with their cameras:
                          `fourview export` re-exports from it without running a model
     turntable.gif        an orbit of the mesh, when asked for
-    meta.json            the job's settings, model ids, counts, time per stage, peak memory
+    meta.json            the job's settings, model ids, counts (each level's), the placement
+                         (axes, metres, height, pivot), time per stage, peak memory
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ class Asset:
                 "fourview_version": fourview.__version__,
                 **self.meta,
                 "export": asdict(self.export_config),
-                "mesh": {"vertices": self.num_verts, "faces": self.num_faces, "texture_size": self.texture_size},
+                "mesh": self.mesh.summary(),
                 "project_views": self.project_views,
                 "files": sorted([*(p.name for p in tmp.iterdir()), "meta.json"]),
                 "timings_s": timings,

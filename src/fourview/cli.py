@@ -646,7 +646,7 @@ def _export_command() -> click.Command:
             "files": [str(p) for p in written],
             "export": asdict(cfg),
             "project_views": views is not None,
-            "mesh": {"vertices": result.num_verts, "faces": result.num_faces, "texture_size": result.texture_size},
+            "mesh": result.mesh.summary(),
             "timings_s": timings,
         }
         write_text_atomic(out_path.with_name(out_path.name + ".meta.json"), json.dumps(meta, indent=1) + "\n")

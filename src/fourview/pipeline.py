@@ -26,7 +26,12 @@ from fourview.asset import Asset, peak_memory_mb
 from fourview.cameras import DEFAULT_ELEVATION_DEG
 from fourview.errors import InputError
 from fourview.export.exporter import ExportConfig, export_field
-from fourview.export.presets import optimize_export_config, recon_export_config, sized_export_config
+from fourview.export.presets import (
+    optimize_export_config,
+    recon_export_config,
+    sized_export_config,
+    target_overrides,
+)
 from fourview.images import MIN_PHOTO_SIDE, read_rgba
 from fourview.matting import Matte, MattingConfig, remove_background
 from fourview.mvgen.blobs import BLOB_SIGMA, check_strength
@@ -112,6 +117,23 @@ class ExportSettings:
     """glTF metallic factor [default: 0]."""
     project_views: bool = True
     """Bake the views' own colours into the texture where they see the surface (else the field's colour only)."""
+    target: Literal["game", "film", "print"] | None = None
+    """What the mesh is for: game (10k triangles; 1024² base colour, normal and occlusion-roughness-metallic
+    textures; origin at the base), film (100k, 2048²) or print (200k, vertex colours); --faces, --texture-size and
+    the options below still win."""
+    height: float | None = None
+    """Scale the mesh to this height (its bounding box along +Y), metres [default: the object frame's, about 2]."""
+    pivot: Literal["bottom", "center"] | None = None
+    """Origin at the centre of the base or of the bounding box [default: the target's, else the object frame's]."""
+    lods: int = 1
+    """Levels of detail, the finest included, each with half the faces of the one before and one shared texture set:
+    model_lod1.glb, ... and model_lods.glb (MSFT_lod) beside model.glb."""
+    normal_map: bool | None = None
+    """Bake a tangent-space normal map of the dense surface [default: the target's; none without a target]."""
+    occlusion: bool | None = None
+    """Bake the field's ambient occlusion (an occlusion-roughness-metallic texture) [default: the target's]."""
+    quad_remesh: bool = False
+    """Quad-remesh the surface before simplifying (needs the optional package pynanoinstantmeshes)."""
 
     def __post_init__(self) -> None:
         if self.face_budget is not None and not 4 <= self.face_budget <= 10_000_000:
@@ -121,7 +143,7 @@ class ExportSettings:
         ExportConfig(**self.overrides())  # texture size, roughness and metallic checked as the exporter does
 
     def overrides(self) -> dict:
-        """The `ExportConfig` fields set here."""
+        """The `ExportConfig` fields set here: the target's (`target_overrides`), then the ones given."""
         changes = {
             "face_budget": self.face_budget,
             "texture_size": self.texture_size,
@@ -130,8 +152,18 @@ class ExportSettings:
             "roughness": self.roughness,
             "metallic": self.metallic,
             "vertex_colors": True if self.vertex_colors else None,
+            "height": self.height,
+            "pivot": self.pivot,
+            "lods": self.lods if self.lods != 1 else None,
+            "normal_map": self.normal_map,
+            "occlusion": self.occlusion,
+            "quad_remesh": True if self.quad_remesh else None,
         }
-        return {k: v for k, v in changes.items() if v is not None}
+        given = {k: v for k, v in changes.items() if v is not None}
+        base = target_overrides(self.target) if self.target is not None else {}
+        if self.vertex_colors:  # colour per vertex: no texture maps unless asked for (then an error)
+            base = {**base, "normal_map": False, "occlusion": False}
+        return {**base, **given}
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ def test_exported_glb_and_obj_render_like_the_field(tmp_path, field):
     result = export_field(field, SMALL)
     assert isinstance(result, ExportedMesh)
     assert result.num_faces <= 10_000 and result.texture_size == 256
-    assert set(result.timings) == {"extract", "cleanup", "simplify", "uv", "bake", "total"}
+    steps = {"extract", "cleanup", "simplify", "lods", "uv", "bake", "normal_map", "occlusion", "place", "total"}
+    assert set(result.timings) == steps
     assert write_mesh_files(result.mesh, [glb, obj]) == [glb, obj, tmp_path / "a.mtl", tmp_path / "a.png"]
     cameras = orthogonal_rig()
     reference = [sphere_trace(field, cam, 128) for cam in cameras]

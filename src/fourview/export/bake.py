@@ -23,6 +23,7 @@ at the chart's edge. The baker fills them in two passes:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,13 +34,12 @@ from fourview.errors import InputError
 from fourview.export.projection import (
     ProjectionConfig,
     SurfaceProjector,
-    barycentric,
     face_normals,
     propagate_colours,
     vertex_normals,
 )
 from fourview.recon.fields import SurfaceField
-from fourview.render.raster import interpolate, rasterize
+from fourview.render.raster import rasterize
 from fourview.views import PosedViews
 
 MAX_TEXTURE_SIZE = 16384
@@ -87,6 +87,7 @@ def bake_texture(
     device: str | torch.device = "cpu",
     views: PosedViews | None = None,
     projection: ProjectionConfig = ProjectionConfig(),
+    texels: UVTexels | None = None,
 ) -> BakeOutput:
     """Bake ``field.color`` into a texture over a mesh's UV atlas.
 
@@ -103,6 +104,8 @@ def bake_texture(
         views: images with cameras whose colours replace the field's where they see the surface
             (`fourview.export.projection`); None bakes the field alone.
         projection: settings of that projection.
+        texels: the atlas's texels (`uv_texels` of this mesh at ``texture_size``), when the
+            caller already has them; None rasterises the atlas here.
 
     Returns:
         `BakeOutput` (row 0 at the top).
@@ -124,14 +127,10 @@ def bake_texture(
         raise InputError(f"faces must be non-empty with indices in [0, {len(verts)})")
 
     dev = torch.device(device)
-    uv_t = torch.from_numpy(uv).to(dev)
-    pos = torch.cat([uv_t * 2.0 - 1.0, torch.zeros_like(uv_t[:, :1]), torch.ones_like(uv_t[:, :1])], dim=1)  # [V, 4]
-    tri = torch.from_numpy(faces).to(dev, torch.int32)
-    rast, _ = rasterize(pos[None], tri, (size, size))  # [1, T, T, 4], row 0 = v 0 (bottom)
-    xyz, _ = interpolate(torch.from_numpy(verts).to(dev)[None], rast, tri)  # [1, T, T, 3]
-    tri_id = (rast[0, ..., 3].round().long() - 1).cpu().numpy()  # [T, T], -1 where empty
-    covered = tri_id >= 0
-    color = np.zeros((size, size, 3), dtype=np.float32)
+    if texels is None:
+        texels = uv_texels(verts, faces, uv, size, extrapolate_px, dev)
+    elif texels.size != size:
+        raise InputError(f"texels are for a {texels.size}^2 texture, not {size}^2")
     normals = face_normals(verts, faces) if views is not None else None
     projector = SurfaceProjector.build(verts, faces, views, projection) if views is not None else None
     fallback = None  # [V, 3] vertex colours under the projection where the views see little
@@ -139,20 +138,92 @@ def bake_texture(
         at_verts = projector.colours(verts, vertex_normals(verts, faces))
         known = at_verts.weight >= projection.full_weight
         fallback = propagate_colours(verts, faces, at_verts.color, known, _query_color(field, verts, chunk, dev))
+    if fallback is None:
+        color = _query_color(field, texels.xyz, chunk, dev)
+    else:
+        color = (texels.bary[:, :, None] * fallback[faces[texels.tri]]).sum(1).clip(0.0, 1.0).astype(np.float32)
+    if projector is not None:
+        color = projector.colours(texels.xyz, normals[texels.tri]).blend_over(color, projection.full_weight)
+    return BakeOutput(texture=texels.image(color, dilation_px), coverage=texels.coverage())
 
-    def colour_at(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
-        """[N, 3] colours of surface points ``points`` [N, 3] on triangles ``tris`` [N]."""
-        if fallback is None:
-            base = _query_color(field, points, chunk, dev)
-        else:
-            bary = barycentric(points, verts, faces, tris)  # [N, 3]
-            base = (bary[:, :, None] * fallback[faces[tris]]).sum(1).clip(0.0, 1.0).astype(np.float32)
-        if projector is None:
-            return base
-        return projector.colours(points, normals[tris]).blend_over(base, projection.full_weight)
 
-    color[covered] = colour_at(xyz[0].cpu().numpy()[covered], tri_id[covered])
+@dataclass(frozen=True)
+class UVTexels:
+    """The texels of a texture that a mesh's UV atlas reaches, each with its point on the surface.
 
+    Texel ``(row, col)`` counts rows from the top of the image (v = 1), as textures are stored.
+
+    Attributes:
+        size: the texture's side, texels.
+        rows: [N] int64 texel rows (0 = top).
+        cols: [N] int64 texel columns.
+        tri: [N] int64 the triangle whose UV-to-surface map gives each texel's point.
+        bary: [N, 3] float64 barycentric coordinates of the texel's centre in that triangle's UVs
+            (outside [0, 1] for the extrapolated texels around the charts).
+        xyz: [N, 3] float32 the texel's point on the surface (on the triangle's plane).
+        inside: [N] bool, True where the texel's centre lies inside its triangle.
+    """
+
+    size: int
+    rows: np.ndarray
+    cols: np.ndarray
+    tri: np.ndarray
+    bary: np.ndarray
+    xyz: np.ndarray
+    inside: np.ndarray
+    _padding: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # dilation_px -> _Padding
+
+    def image(self, values: np.ndarray, dilation_px: int) -> np.ndarray:
+        """[T, T, C] float32 texture of per-texel ``values`` [N, C], seams padded (see the module docstring)."""
+        values = np.asarray(values, dtype=np.float32)
+        out = np.zeros((self.size, self.size, values.shape[1]), dtype=np.float32)
+        out[self.rows, self.cols] = values
+        if dilation_px not in self._padding:  # the same for every map of this atlas
+            filled = np.zeros((self.size, self.size), dtype=bool)
+            filled[self.rows, self.cols] = True
+            self._padding[dilation_px] = _Padding.plan(filled, dilation_px)
+        return self._padding[dilation_px].apply(out)
+
+    def coverage(self) -> np.ndarray:
+        """[T, T] bool, True where a texel centre lies inside a triangle (row 0 at the top)."""
+        covered = np.zeros((self.size, self.size), dtype=bool)
+        covered[self.rows[self.inside], self.cols[self.inside]] = True
+        return covered
+
+
+@torch.no_grad()
+def uv_texels(
+    verts: np.ndarray,
+    faces: np.ndarray,
+    uv: np.ndarray,
+    size: int,
+    extrapolate_px: int = 2,
+    device: str | torch.device = "cpu",
+) -> UVTexels:
+    """Rasterise a mesh in UV space: every texel a chart covers, plus ``extrapolate_px`` rings around.
+
+    Args:
+        verts: [V, 3] positions; faces: [F, 3]; uv: [V, 2] in [0, 1], OBJ convention.
+        size: texture side, texels.
+        extrapolate_px: rings of texels around each chart given the nearest triangle's extended
+            UV-to-surface map (see the module docstring).
+        device: torch device for the rasteriser.
+
+    Returns:
+        `UVTexels`, the texels inside triangles first.
+    """
+    verts = np.asarray(verts, dtype=np.float32)
+    faces = np.asarray(faces, dtype=np.int64)
+    uv = np.asarray(uv, dtype=np.float32)
+    dev = torch.device(device)
+    uv_t = torch.from_numpy(uv).to(dev)
+    pos = torch.cat([uv_t * 2.0 - 1.0, torch.zeros_like(uv_t[:, :1]), torch.ones_like(uv_t[:, :1])], dim=1)  # [V, 4]
+    tri = torch.from_numpy(faces).to(dev, torch.int32)
+    rast, _ = rasterize(pos[None], tri, (size, size))  # [1, T, T, 4], row 0 = v 0 (bottom)
+    tri_id = (rast[0, ..., 3].round().long() - 1).cpu().numpy()  # [T, T], -1 where empty
+    covered = tri_id >= 0
+    rows, cols = np.nonzero(covered)
+    parts = [(rows, cols, tri_id[rows, cols])]
     filled = covered.copy()
     owner = tri_id.copy()  # triangle whose plane gives each texel's point
     for _ in range(extrapolate_px):
@@ -167,19 +238,28 @@ def bake_texture(
             src = np.full(len(rows), -1, dtype=np.int64)
             src[ok] = owner[r2[ok], c2[ok]]
             source = np.where(source < 0, src, source)
-        have = source >= 0
-        rows, cols, source = rows[have], cols[have], source[have]
-        centre = np.stack([(cols + 0.5) / size, (rows + 0.5) / size], axis=1)  # [N, 2] (u, v)
-        points, valid = _extend_triangles(verts, faces, uv, source, centre)
-        rows, cols, source = rows[valid], cols[valid], source[valid]
+        keep = source >= 0
+        rows, cols, source = rows[keep], cols[keep], source[keep]
+        keep = _uv_area_ok(uv, faces, source)
+        rows, cols, source = rows[keep], cols[keep], source[keep]
         if len(rows) == 0:
             break
-        color[rows, cols] = colour_at(points[valid], source)
+        parts.append((rows, cols, source))
         owner[rows, cols] = source
         filled[rows, cols] = True
-
-    color = _dilate(color, filled, dilation_px)
-    return BakeOutput(texture=np.ascontiguousarray(color[::-1]), coverage=np.ascontiguousarray(covered[::-1]))
+    rows, cols, tris = (np.concatenate(x) for x in zip(*parts))
+    centre = np.stack([(cols + 0.5) / size, (rows + 0.5) / size], axis=1)  # [N, 2] (u, v)
+    bary = _uv_barycentric(uv, faces, tris, centre)
+    xyz = np.einsum("nk,nkc->nc", bary, verts[faces[tris]].astype(np.float64)).astype(np.float32)
+    return UVTexels(
+        size=size,
+        rows=size - 1 - rows,  # the rasteriser's row 0 is v = 0, the bottom
+        cols=cols,
+        tri=tris,
+        bary=bary,
+        xyz=xyz,
+        inside=np.arange(len(rows)) < len(parts[0][0]),
+    )
 
 
 @torch.no_grad()
@@ -223,51 +303,70 @@ def _ring(filled: np.ndarray) -> np.ndarray:
     return grown & ~filled
 
 
-def _extend_triangles(
-    verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, tri: np.ndarray, centre: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map UV points through the affine extension of their triangles' UV-to-surface maps.
-
-    Args:
-        tri: [N] triangle index per point.
-        centre: [N, 2] UV points (OBJ convention).
-
-    Returns:
-        [N, 3] float32 surface-plane points and [N] bool, False where a triangle's UV area is ~0.
-    """
+def _uv_barycentric(uv: np.ndarray, faces: np.ndarray, tri: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """[N, 3] barycentric coordinates of UV points ``centre`` [N, 2] in triangles ``tri`` [N] (any sign)."""
     f = faces[tri]  # [N, 3]
     a, b, c = (uv[f[:, k]].astype(np.float64) for k in range(3))  # [N, 2] each
     e1, e2, d = b - a, c - a, centre - a
     det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # [N] twice the signed UV area
-    valid = np.abs(det) > 1e-14
-    det = np.where(valid, det, 1.0)
+    det = np.where(np.abs(det) > 1e-14, det, 1.0)
     s = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det  # weight of b
     t = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det  # weight of c
-    p0, p1, p2 = (verts[f[:, k]].astype(np.float64) for k in range(3))
-    points = p0 + s[:, None] * (p1 - p0) + t[:, None] * (p2 - p0)
-    return points.astype(np.float32), valid
+    return np.stack([1.0 - s - t, s, t], axis=1)
 
 
-def _dilate(color: np.ndarray, filled: np.ndarray, rings: int) -> np.ndarray:
-    """Fill empty texels: ``rings`` steps of neighbour averaging, then nearest filled texel."""
-    if not filled.any():
-        return color
-    color, filled = color.copy(), filled.copy()
-    h, w = filled.shape
-    for _ in range(rings):
-        ring = _ring(filled)
-        if not ring.any():
-            break
-        cp = np.pad(color * filled[..., None], ((1, 1), (1, 1), (0, 0)))
-        fp = np.pad(filled, 1).astype(np.float32)
-        total = np.zeros_like(color)
-        count = np.zeros((h, w), dtype=np.float32)
-        for dr, dc in _NEIGHBOURS:
-            total += cp[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
-            count += fp[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
-        color[ring] = total[ring] / count[ring][:, None]
-        filled |= ring
-    if not filled.all():
-        nearest = distance_transform_edt(~filled, return_distances=False, return_indices=True)  # [2, H, W]
-        color = color[nearest[0], nearest[1]]
-    return color
+def _uv_area_ok(uv: np.ndarray, faces: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """[N] bool: triangles ``tri`` whose UV area is not ~0 (their UV-to-surface map extends)."""
+    a, b, c = (uv[faces[tri, k]].astype(np.float64) for k in range(3))
+    e1, e2 = b - a, c - a
+    return np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) > 1e-14
+
+
+@dataclass(frozen=True)
+class _Padding:
+    """How `UVTexels.image` pads a texture's empty texels (seam dilation), worked out once per atlas.
+
+    Attributes:
+        rings: per ring of averaging: (target [R] flat texel indices, source [P] flat indices,
+            owner [P] index into target of each source, count [R] sources per target).
+        nearest: [T*T] flat index of the texel each texel finally copies (itself when filled).
+    """
+
+    rings: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+    nearest: np.ndarray | None
+
+    @classmethod
+    def plan(cls, filled: np.ndarray, rings: int) -> _Padding:
+        filled = filled.copy()
+        h, w = filled.shape
+        steps = []
+        for _ in range(rings):
+            ring = _ring(filled)
+            if not ring.any():
+                break
+            rows, cols = np.nonzero(ring)
+            sources, owners = [], []
+            for dr, dc in _NEIGHBOURS:
+                r2, c2 = rows + dr, cols + dc
+                ok = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
+                ok[ok] = filled[r2[ok], c2[ok]]
+                sources.append(r2[ok] * w + c2[ok])
+                owners.append(np.nonzero(ok)[0])
+            owner = np.concatenate(owners)
+            steps.append((rows * w + cols, np.concatenate(sources), owner, np.bincount(owner, minlength=len(rows))))
+            filled |= ring
+        nearest = None
+        if not filled.all() and filled.any():
+            idx = distance_transform_edt(~filled, return_distances=False, return_indices=True)  # [2, H, W]
+            nearest = (idx[0] * w + idx[1]).reshape(-1)
+        return cls(tuple(steps), nearest)
+
+    def apply(self, color: np.ndarray) -> np.ndarray:
+        """``color`` [H, W, C] with its empty texels filled."""
+        flat = color.reshape(-1, color.shape[-1]).copy()
+        for target, source, owner, count in self.rings:
+            for c in range(flat.shape[1]):
+                flat[target, c] = np.bincount(owner, weights=flat[source, c], minlength=len(target)) / count
+        if self.nearest is not None:
+            flat = flat[self.nearest]
+        return flat.reshape(color.shape)

@@ -6,6 +6,9 @@
   (`recon_preset_name`, the one place that picks it), the user's overrides, then its trained
   surface (`trained_surface_export`).
 - `reexport_config`: a saved field, re-exported by ``fourview export``.
+- `target_overrides`: what an export is for (``--target game|film|print``): the face budget,
+  texture size, maps and pivot of that use, applied over the preset of the model's size (whose
+  extraction grid it keeps).
 
 ``overrides`` are `ExportConfig` fields the user set (the command line's export options); they win
 over the preset.
@@ -18,7 +21,7 @@ from dataclasses import replace
 from typing import Literal
 
 from fourview.errors import InputError
-from fourview.export.exporter import ExportConfig
+from fourview.export.exporter import ExportConfig, ExportTarget
 from fourview.recon.config import ReconConfig
 
 ExportPresetName = Literal["demo", "full"]
@@ -38,6 +41,33 @@ def export_preset(name: ExportPresetName) -> ExportConfig:
     if name == "full":
         return ExportConfig()
     raise InputError(f"unknown export preset {name!r}; expected 'demo' or 'full'")
+
+
+def target_overrides(target: ExportTarget) -> dict[str, object]:
+    """The `ExportConfig` fields an export target sets (the user's own options win over them).
+
+    - ``game``: 10k triangles, a 1024^2 texture set (base colour, tangent-space normal map,
+      occlusion-roughness-metallic), the origin at the base (props stand on the ground).
+    - ``film``: 100k triangles, 2048^2 textures with the same maps, the origin at the centre.
+    - ``print``: 200k triangles with the colour per vertex (printers and slicers read vertex
+      colours, not texture atlases), no maps, the origin at the base (it sits on the bed).
+
+    Raises:
+        InputError: an unknown target.
+    """
+    if target == "game":
+        return dict(
+            face_budget=10_000, texture_size=1024, normal_map=True, occlusion=True, pivot="bottom", target=target
+        )
+    if target == "film":
+        return dict(
+            face_budget=100_000, texture_size=2048, normal_map=True, occlusion=True, pivot="center", target=target
+        )
+    if target == "print":
+        return dict(
+            face_budget=200_000, vertex_colors=True, normal_map=False, occlusion=False, pivot="bottom", target=target
+        )
+    raise InputError(f"unknown export target {target!r}; expected 'game', 'film' or 'print'")
 
 
 def optimize_export_config() -> ExportConfig:

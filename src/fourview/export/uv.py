@@ -86,33 +86,66 @@ def unwrap_uv(verts: np.ndarray, faces: np.ndarray, config: UVConfig = UVConfig(
     Raises:
         InputError: a malformed mesh, or xatlas is not installed.
     """
+    return unwrap_uv_levels([(verts, faces)], config)[0]
+
+
+def unwrap_uv_levels(
+    meshes: list[tuple[np.ndarray, np.ndarray]], config: UVConfig = UVConfig(), shrink: float = 0.5
+) -> list[UVOutput]:
+    """One UV atlas shared by several meshes (levels of detail of one object), packed together.
+
+    Mesh ``k`` is given ``shrink ** (2 k)`` of the texel area per unit of surface the first mesh
+    gets: a coarser level is seen smaller on screen, so it needs fewer texels, and the finest
+    level keeps most of the texture (``1 / (1 + 1/4 + 1/16 + ...)``, over 3/4, with the default).
+
+    Args:
+        meshes: ``(verts [V, 3], faces [F, 3])`` per mesh, finest first.
+        config: atlas settings (the chart-size cap is set from the first mesh).
+        shrink: linear texel-density factor from one mesh to the next, in (0, 1].
+
+    Returns:
+        One `UVOutput` per mesh, in order, their UVs in the same unit square without overlaps.
+
+    Raises:
+        InputError: a malformed mesh, no meshes, a bad ``shrink``, or xatlas is not installed.
+    """
     try:
-        import xatlas
+        import xatlas  # optional compiled extension: imported where it is used
     except ImportError as error:
         raise InputError("UV unwrapping needs the 'xatlas' package (pip install xatlas)") from error
-    verts64, faces64 = check_mesh(verts, faces)
+    if not meshes:
+        raise InputError("no meshes to unwrap")
+    if not 0.0 < shrink <= 1.0:
+        raise InputError(f"texel-density shrink must be in (0, 1], got {shrink}")
+    checked = [check_mesh(v, f) for v, f in meshes]
     atlas = xatlas.Atlas()
-    atlas.add_mesh(verts64.astype(np.float32), faces64.astype(np.uint32))
+    for k, (verts64, faces64) in enumerate(checked):
+        atlas.add_mesh((verts64 * shrink**k).astype(np.float32), faces64.astype(np.uint32))
     chart = xatlas.ChartOptions()
     chart.max_iterations = config.max_iterations
-    if 0 < config.max_chart_faces < len(faces64):
-        chart.max_chart_area = float(face_areas(verts64, faces64).sum() * config.max_chart_faces / len(faces64))
+    verts0, faces0 = checked[0]
+    if 0 < config.max_chart_faces < len(faces0):
+        chart.max_chart_area = float(face_areas(verts0, faces0).sum() * config.max_chart_faces / len(faces0))
     pack = xatlas.PackOptions()
     pack.resolution = config.resolution
     pack.padding = config.padding_px
     pack.rotate_charts = config.rotate_charts
     pack.bilinear = True
     atlas.generate(chart, pack, verbose=False)
-    vmapping, indices, uvs = atlas[0]  # [V'], [F, 3], [V', 2]
-    uv = np.asarray(uvs, dtype=np.float64)
-    # xatlas normalises by the atlas size with v growing with texel rows; any consistent choice
-    # works for a fresh atlas (the baker renders it in the same convention), but keep it in [0, 1].
-    uv = np.clip(uv, 0.0, 1.0)
-    vmapping = np.asarray(vmapping, dtype=np.int64)
-    return UVOutput(
-        verts=verts64[vmapping].astype(np.float32),
-        faces=np.asarray(indices, dtype=np.int64).reshape(-1, 3),
-        uv=uv.astype(np.float32),
-        vmapping=vmapping,
-        num_charts=int(atlas.chart_count),
-    )
+    outputs = []
+    for k, (verts64, _) in enumerate(checked):
+        vmapping, indices, uvs = atlas[k]  # [V'], [F, 3], [V', 2]
+        # xatlas normalises by the atlas size with v growing with texel rows; any consistent choice
+        # works for a fresh atlas (the baker renders it in the same convention), but keep it in [0, 1].
+        uv = np.clip(np.asarray(uvs, dtype=np.float64), 0.0, 1.0)
+        vmapping = np.asarray(vmapping, dtype=np.int64)
+        outputs.append(
+            UVOutput(
+                verts=verts64[vmapping].astype(np.float32),
+                faces=np.asarray(indices, dtype=np.int64).reshape(-1, 3),
+                uv=uv.astype(np.float32),
+                vmapping=vmapping,
+                num_charts=int(atlas.chart_count),
+            )
+        )
+    return outputs

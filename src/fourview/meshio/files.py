@@ -3,12 +3,18 @@
 The suffix of each path picks its writer: ``.glb`` (`fourview.meshio.gltf`), ``.obj`` with its
 ``.mtl`` and PNGs beside it (`fourview.meshio.obj`) and ``.ply`` (`fourview.meshio.ply`, binary,
 with normals, and vertex colours when the mesh has them).
+
+A mesh with levels of detail (`fourview.mesh.MeshAsset.lods`) gets, beside each ``NAME.glb``,
+one GLB per coarser level (``NAME_lod1.glb``, ...) and all levels in one GLB with ``MSFT_lod``
+(``NAME_lods.glb``); every one of them holds the same texture set. OBJ and PLY hold the finest
+level only.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fourview.atomic import write_files_atomic
@@ -58,12 +64,38 @@ def mesh_files(mesh: MeshAsset, paths: Sequence[str | os.PathLike]) -> dict[Path
         if path.suffix.lower() not in MESH_SUFFIXES:
             raise InputError(f"unknown output format {path.suffix!r} for {path}; use .glb, .obj or .ply")
     files: dict[Path, bytes] = {}
+    png_cache: dict = {}  # each texture encoded once for all the GLBs
     for path in paths:
         suffix = path.suffix.lower()
         if suffix == ".glb":
-            files[path] = glb_bytes(mesh)
+            files[path] = glb_bytes(mesh, png_cache=png_cache)
+            if mesh.lods:
+                lod_paths = lod_glb_paths(path, len(mesh.lods) + 1)
+                for level, lod_path in zip(mesh.lods, lod_paths.levels[1:]):
+                    files[lod_path] = glb_bytes(replace(level, placement=mesh.placement), png_cache=png_cache)
+                files[lod_paths.chain] = glb_bytes(mesh, lod_extension=True, png_cache=png_cache)
         elif suffix == ".obj":
             files.update(obj_files(path, mesh))
         else:
             files[path] = ply_bytes(mesh)
     return files
+
+
+@dataclass(frozen=True)
+class LODPaths:
+    """The GLB files of a chain of levels of detail.
+
+    Attributes:
+        levels: one file per level, finest first (level 0 is the given path itself).
+        chain: the one file holding every level with ``MSFT_lod``.
+    """
+
+    levels: tuple[Path, ...]
+    chain: Path
+
+
+def lod_glb_paths(path: str | os.PathLike, num_levels: int) -> LODPaths:
+    """Where `write_mesh_files` writes ``num_levels`` levels of detail given the GLB ``path``."""
+    path = Path(path)
+    levels = (path, *(path.with_name(f"{path.stem}_lod{k}{path.suffix}") for k in range(1, num_levels)))
+    return LODPaths(levels=levels, chain=path.with_name(f"{path.stem}_lods{path.suffix}"))

@@ -32,6 +32,10 @@ class PartArrays:
         texture: [H, W, 3|4] float32 sRGB in [0, 1], row 0 at the top, or None (needs ``uv``).
         vertex_colors: [V, 3] float32 sRGB in [0, 1] (clipped), or None.
         material: the part's material (its ``texture`` is the one above).
+        tangents: [V, 4] float32 unit tangents with handedness w = +-1, or None.
+        normal_map: [H, W, 3] float32 in [0, 1] (encoded tangent-space normals), or None (needs
+            ``uv`` and ``tangents``).
+        occlusion: [H, W] float32 in [0, 1], or None (needs ``uv``).
     """
 
     verts: np.ndarray
@@ -41,6 +45,9 @@ class PartArrays:
     texture: np.ndarray | None
     vertex_colors: np.ndarray | None
     material: Material
+    tangents: np.ndarray | None = None
+    normal_map: np.ndarray | None = None
+    occlusion: np.ndarray | None = None
 
     @property
     def untextured_colors(self) -> np.ndarray | None:
@@ -89,6 +96,7 @@ def part_arrays(part: MeshPart) -> PartArrays:
         if vertex_colors.shape != (n, 3):
             raise InputError(f"vertex_colors must be [{n}, 3], got {vertex_colors.shape}")
         vertex_colors = np.clip(vertex_colors, 0.0, 1.0)
+    tangents, normal_map, occlusion = _normal_and_occlusion_arrays(part, n, uv is not None)
     return PartArrays(
         verts=verts64.astype(np.float32),
         faces=faces,
@@ -97,7 +105,37 @@ def part_arrays(part: MeshPart) -> PartArrays:
         texture=texture,
         vertex_colors=vertex_colors,
         material=part.material,
+        tangents=tangents,
+        normal_map=normal_map,
+        occlusion=occlusion,
     )
+
+
+def _normal_and_occlusion_arrays(
+    part: MeshPart, n: int, has_uv: bool
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """A part's tangents [V, 4], normal map [H, W, 3] and occlusion map [H, W], checked (see `PartArrays`)."""
+    tangents = normal_map = occlusion = None
+    name = part.material.name
+    if part.tangents is not None:
+        tangents = np.asarray(part.tangents, dtype=np.float32)
+        if tangents.shape != (n, 4) or not np.isfinite(tangents).all():
+            raise InputError(f"tangents must be finite [{n}, 4], got {tangents.shape}")
+        if not np.all(np.abs(tangents[:, 3]) == 1.0):
+            raise InputError("tangents' w (handedness) must be +1 or -1")
+    if part.material.normal_map is not None:
+        if not has_uv or tangents is None:
+            raise InputError(f"material {name!r} has a normal map, which needs UV coordinates and tangents")
+        normal_map = np.asarray(part.material.normal_map, dtype=np.float32)
+        if normal_map.ndim != 3 or normal_map.shape[2] != 3 or min(normal_map.shape[:2]) < 1:
+            raise InputError(f"normal map must be [H, W, 3], got {normal_map.shape}")
+    if part.material.occlusion is not None:
+        if not has_uv:
+            raise InputError(f"material {name!r} has an occlusion map, which needs UV coordinates")
+        occlusion = np.asarray(part.material.occlusion, dtype=np.float32)
+        if occlusion.ndim != 2 or min(occlusion.shape) < 1:
+            raise InputError(f"occlusion map must be [H, W], got {occlusion.shape}")
+    return tangents, normal_map, occlusion
 
 
 def check_mesh(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
