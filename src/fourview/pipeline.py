@@ -509,7 +509,7 @@ class FourViewPipeline:
                 if not isinstance(cfg, RefineConfig):
                     raise InputError("method 'refine' takes FitSettings or a RefineConfig")
                 result = refine_reconstruction(model, views, cfg, progress=progress)
-                field_ = result.field
+                field_ = model.carve(result.field, views)  # the fit, like the prediction, stays inside the hull
                 timings["optimize_s"] = result.time_s
                 # Refinement fits volume renders: its surface is the level set (marching cubes), not
                 # the DMTet grid's trained deformation.

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fourview.errors import InputError
+from fourview.recon.carving import CarveConfig
 from fourview.recon.decoder import DecoderConfig
 from fourview.recon.unet import UNetConfig, demo_config, full_config, tiny_config
 
-__all__ = ["DecoderConfig", "ReconConfig", "UNetConfig", "recon_preset"]
+__all__ = ["CarveConfig", "DecoderConfig", "ReconConfig", "UNetConfig", "recon_preset"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class ReconConfig:
     """Ray-marching samples per pixel (renderer "volume")."""
     tet_grid_resolution: int = 256
     """Cells per side of the DMTet tetrahedral grid over [-1, 1]^3 (renderer "dmtet")."""
+    carve: CarveConfig = field(default_factory=CarveConfig)
+    """Inference: keep the predicted geometry inside the input views' visual hull (`fourview.recon.carving`)."""
 
     def __post_init__(self) -> None:
         if self.renderer not in ("volume", "dmtet"):
@@ -83,7 +86,7 @@ class ReconConfig:
 
 # Keys added to a config after weights with it were shipped: a saved config without them takes the
 # field's default (which keeps the old behaviour); every other key must be present.
-_ADDED_KEYS: dict[str, set[str]] = {"DecoderConfig": {"deformation"}}
+_ADDED_KEYS: dict[str, set[str]] = {"DecoderConfig": {"deformation"}, "ReconConfig": {"carve"}}
 
 
 def _from_dict(cls: type, data: Any, where: str) -> Any:

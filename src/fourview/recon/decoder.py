@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from fourview.errors import InputError
+from fourview.recon.carving import SilhouetteBound
 from fourview.recon.triplane import sample_triplane
 from fourview.recon.unet import UNetConfig
 
@@ -232,6 +233,10 @@ class TriplaneField:
         planes: [3, C, H, W] or [1, 3, C, H, W] (geometry) planes XY, ZY, XZ.
         texture_planes: [3, Ct, Ht, Wt] or [1, 3, ...] texture planes for a split decoder, else None.
         chunk_size: points decoded at a time (bounds memory for dense grids).
+        outer_bound: the views' visual hull the geometry is kept inside (`fourview.recon.carving`):
+            `sdf` is ``max(sdf, bound_scale * outer_bound)`` and `density_and_color` the matching
+            density; None for the decoder's geometry alone.
+        bound_scale: the geometry's units per object-frame unit (`fourview.recon.carving.CarveConfig.scale`).
 
     Queries take [N, 3] object-frame points in [-1, 1]^3 (any float dtype and device; they are
     moved to the planes'), and return results in the planes' dtype and device. Gradients flow if
@@ -244,8 +249,12 @@ class TriplaneField:
         planes: torch.Tensor,
         texture_planes: torch.Tensor | None = None,
         chunk_size: int = 1 << 18,
+        outer_bound: SilhouetteBound | None = None,
+        bound_scale: float = 1.0,
     ) -> None:
         self.decoder = decoder
+        self.outer_bound = outer_bound
+        self.bound_scale = bound_scale
         self.planes = self._batched(planes, "planes")  # [1, 3, C, H, W]
         self.texture_planes = None if texture_planes is None else self._batched(texture_planes, "texture_planes")
         if chunk_size < 1:
@@ -285,9 +294,10 @@ class TriplaneField:
         on the iso-density surface, negative inside, but in log-density units, not a distance.
         """
         out = self.query(xyz)
-        if out.sdf is not None:
-            return out.sdf
-        return math.log(self.decoder.config.density_iso) - torch.log(out.density)
+        sdf = out.sdf if out.sdf is not None else math.log(self.decoder.config.density_iso) - torch.log(out.density)
+        if self.outer_bound is None:
+            return sdf
+        return torch.maximum(sdf, self.bound_scale * self.outer_bound(xyz).to(sdf))
 
     def color(self, xyz: torch.Tensor) -> torch.Tensor:
         """[N, 3] points -> [N, 3] sRGB colour in (0, 1)."""
@@ -305,4 +315,13 @@ class TriplaneField:
     def density_and_color(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, 3] points -> ([N] density per unit length (`volume_density`), [N, 3] sRGB colour)."""
         out = self.query(xyz)
-        return volume_density(self.decoder.config, out), out.rgb
+        density = volume_density(self.decoder.config, out)
+        if self.outer_bound is not None:  # the density of max(sdf, bound): density_iso * exp(-bound) at most
+            outside = self.bound_scale * self.outer_bound(xyz).to(density)
+            c = self.decoder.config.density_log_clamp
+            density = torch.minimum(density, self.decoder.config.density_iso * torch.exp(-outside.clamp(-c, c)))
+        return density, out.rgb
+
+    def carved(self, bound: SilhouetteBound | None, scale: float) -> TriplaneField:
+        """This field (same planes and decoder) kept inside ``bound`` (None: no bound)."""
+        return TriplaneField(self.decoder, self.planes, self.texture_planes, self.chunk_size, bound, scale)

@@ -40,6 +40,7 @@ from torch import nn
 from fourview.atomic import atomic_path, write_text_atomic
 from fourview.cameras import FOV_DEG, Camera
 from fourview.errors import InputError
+from fourview.recon.carving import SilhouetteBound
 from fourview.recon.config import ReconConfig
 from fourview.recon.decoder import TriplaneDecoder, TriplaneField, decode_triplane, volume_density
 from fourview.recon.dmtet import dmtet_mesh, make_tet_grid
@@ -342,8 +343,18 @@ class Reconstructor(nn.Module):
         return self(views.model_input(self.config.unet.view_resolution).to(device), elevation)
 
     def reconstruct(self, views: PosedViews) -> TriplaneField:
-        """The field (`fourview.recon.fields.SurfaceField`) of one object from its four rig views."""
-        return self.field(self.predict(views), 0)
+        """The field (`fourview.recon.fields.SurfaceField`) of one object from its four rig views.
+
+        With ``config.carve.enabled`` the field is kept inside the views' visual hull (`carve`).
+        """
+        return self.carve(self.field(self.predict(views), 0), views)
+
+    def carve(self, field: TriplaneField, views: PosedViews) -> TriplaneField:
+        """``field`` kept inside ``views``' visual hull as ``config.carve`` says (unchanged when disabled)."""
+        carve = self.config.carve
+        if not carve.enabled:
+            return field
+        return field.carved(SilhouetteBound.from_views(views, carve.threshold), carve.scale)
 
     def field(self, out: ReconOutput, index: int = 0) -> TriplaneField:
         """Object ``index``'s field (`fourview.recon.fields.SurfaceField`) for export and queries."""

@@ -4,7 +4,9 @@
 re-export the object (other formats, face budgets, texture sizes) without running the U-Net:
 
     reconstruction/config.json          the ReconConfig of the model (decoder and plane sizes)
-    reconstruction/field.safetensors    planes [3, C, R, R], texture_planes (split configs), decoder.*
+    reconstruction/field.safetensors    planes [3, C, R, R], texture_planes (split configs), decoder.*,
+                                        bound.* (the silhouettes a carved field stays inside) and its
+                                        scale in the metadata
     reconstruction/views.npz            the input views with their cameras, when they were projected
                                         onto the texture (`fourview.views.PosedViews`)
 """
@@ -20,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from fourview.atomic import atomic_path, write_text_atomic
 from fourview.errors import InputError
+from fourview.recon.carving import SilhouetteBound
 from fourview.recon.config import ReconConfig
 from fourview.recon.decoder import TriplaneDecoder, TriplaneField
 from fourview.views import PosedViews
@@ -39,6 +42,9 @@ def save_field(directory: str | Path, field: TriplaneField, config: ReconConfig,
     for name, value in field.decoder.state_dict().items():
         tensors[f"decoder.{name}"] = value.detach().contiguous().cpu()
     meta = {"format": "pt", "library": "fourview", **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    if field.outer_bound is not None:
+        tensors.update({f"bound.{k}": v.contiguous().cpu() for k, v in field.outer_bound.tensors().items()})
+        meta["bound_scale"] = json.dumps(field.bound_scale)
     with atomic_path(out / FIELD_NAME) as tmp:  # safetensors alone writes 0600 files
         save_file(tensors, str(tmp), metadata=meta)
     write_text_atomic(out / CONFIG_NAME, config.to_json() + "\n")
@@ -106,7 +112,14 @@ def load_field(directory: str | Path, device: str | torch.device = "cpu") -> Tri
     if "planes" not in tensors:
         raise InputError(f"{folder / FIELD_NAME} holds no planes")
     decoder.eval()
-    return TriplaneField(decoder, tensors["planes"], tensors.get("texture_planes"))
+    field = TriplaneField(decoder, tensors["planes"], tensors.get("texture_planes"))
+    bound = {k.removeprefix("bound."): v for k, v in tensors.items() if k.startswith("bound.")}
+    if not bound:
+        return field
+    scale = load_field_metadata(folder).get("bound_scale")
+    if not isinstance(scale, (int, float)) or not scale > 0:
+        raise InputError(f"{folder / FIELD_NAME} holds a silhouette bound without a valid bound_scale")
+    return field.carved(SilhouetteBound.from_tensors(bound), float(scale))
 
 
 def load_saved_views(directory: str | Path) -> PosedViews | None:
