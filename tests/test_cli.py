@@ -159,6 +159,36 @@ def test_optional_bool_options_keep_none_unless_given(flag, value, monkeypatch, 
     assert code == 0 and seen[0].zero_terminal_snr is value
 
 
+_COLLECTOR_SPY = """
+import gc, sys
+from fourview import cli
+sys.argv = ["fourview", "data", "synth", "--count", "0", "-o", "x"]
+states = []
+done = cli._startup_done
+def spy():
+    states.append(gc.isenabled())
+    done()
+cli._startup_done = spy
+try:
+    cli.main({argv})
+except SystemExit as e:
+    print(e.code, states, gc.isenabled())
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (None, "2 [False, True] True"),  # the command line: off at start, on when the command starts, on after it
+        (["data", "synth", "--count", "0", "-o", "x"], "2 [True, True] True"),  # a caller's collector: untouched
+    ],
+)
+def test_the_garbage_collector_is_off_during_start_up_only(argv, expected, tmp_path):
+    code = _COLLECTOR_SPY.format(argv=repr(argv) if argv else "")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == expected, out.stderr
+
+
 def test_data_help_does_not_import_torch():
     """The data commands are built on demand, like the others: listing them imports no torch."""
     code = (

@@ -6,6 +6,7 @@ on stderr and exit with status 2; nothing half-written is left behind.
 
 from __future__ import annotations
 
+import gc
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,35 @@ def cli(verbose: int, quiet_logs: bool) -> None:
     handler.setFormatter(logging.Formatter("fourview: %(message)s" if verbose < 2 else "%(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
+    if click.get_current_context().invoked_subcommand not in _COLLECT_AFTER_LOADING:
+        _startup_done()
+
+
+_COLLECT_AFTER_LOADING = frozenset({"generate", "image", "reconstruct", "batch"})
+"""Commands that call `_startup_done` themselves, once their models are loaded; the others call it on entry."""
+_collector_paused = False
+
+
+def _pause_collector() -> None:
+    """Turn the cyclic garbage collector off for start-up (`main`, on the process's own command line).
+
+    Start-up makes about a million objects that live as long as the process (the modules of torch,
+    diffusers and transformers, then the models). With the collector on, each full collection scans
+    all of them again as they pile up: a fifth of a cold `fourview generate`'s CPU time (docs/benchmarks.md).
+    """
+    global _collector_paused
+    if gc.isenabled():
+        gc.disable()
+        _collector_paused = True
+
+
+def _startup_done() -> None:
+    """Start-up is over: what it made is frozen out of the collector's scans, and the collector is on again."""
+    global _collector_paused
+    if _collector_paused:
+        gc.freeze()
+        gc.enable()
+        _collector_paused = False
 
 
 @cli.group(cls=_LazyGroup)
@@ -471,6 +501,7 @@ def _reconstruct_command() -> click.Command:
             mvgen=None, recon=None if method == "optimize" else (recon or "demo"), device=device
         )
         load_s = time.perf_counter() - t0
+        _startup_done()
         asset = pipe.views_to_3d(posed, method, export, fit_config, progress=not quiet,
                                  meta={"inputs": [str(v) for v in views]})  # fmt: skip
         if mattes:
@@ -709,6 +740,7 @@ def _batch_command() -> click.Command:
         check_device(shard_device(models.device, world_size))
         if any(item.kind != "views" for item in items):
             _quiet_library_progress_bars()
+        _startup_done()  # the imports are done; the models load in run_batch, only if any item is left to run
         s = run_batch(items, out_dir, models, save, rank=rank, world_size=world_size, retry_failed=retry_failed,
                       progress=not quiet)  # fmt: skip
         merged = s.merged or (merge_results(out_dir) if merge else None)
@@ -733,6 +765,7 @@ def _load_make_save(models, make, out_dir: Path, save, quiet: bool) -> None:
     t0 = time.perf_counter()
     pipe = FourViewPipeline.from_pretrained(**asdict(models), progress=not quiet)
     load_s = time.perf_counter() - t0
+    _startup_done()
     asset = make(pipe)
     asset.timings = {"load_models_s": load_s, **asset.timings, "total_s": asset.timings["total_s"] + load_s}
     _echo_asset(asset.save(out_dir, **asdict(save), progress=not quiet), out_dir, asset)
@@ -1112,7 +1145,13 @@ def _object_list(items: tuple[str, ...]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the command, turning user errors into one line on stderr and exit status 2."""
+    """Entry point: run the command, turning user errors into one line on stderr and exit status 2.
+
+    On the process's own command line (``argv`` None) the garbage collector is off during start-up
+    (`_pause_collector`); a caller's process keeps its collector as it is.
+    """
+    if argv is None:
+        _pause_collector()
     try:
         rv = cli.main(args=argv, prog_name="fourview", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -1127,6 +1166,8 @@ def main(argv: list[str] | None = None) -> None:
         msg = " ".join(str(e).split())  # one line, whatever the message held
         click.echo(f"fourview: error: {msg}", err=True)
         sys.exit(2)
+    finally:
+        _startup_done()  # a command that stopped before its models loaded
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
