@@ -34,6 +34,10 @@ FUNCTION_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
         "fourview.mvgen.pipeline",
     ): "diffusers and transformers (seconds), only when a generator loads",
     ("fourview.recon.triplane", "fourview.recon._triplane_numba"): "numba, only when the CPU kernels first run",
+    (
+        "fourview.data.synthetic",
+        "fourview.data.glb",
+    ): "trimesh, only when objects are written: the world's names (the generator's prompt checks) import fast",
 }
 """(importer, imported) pairs of package modules imported inside a function, with the reason; ``*`` any."""
 

@@ -40,7 +40,6 @@ import numpy as np
 from tqdm import tqdm
 
 from fourview.atomic import atomic_folder
-from fourview.data.glb import export_glb
 from fourview.data.primitives import Piece, concatenate
 from fourview.data.shapes import normaliser, shape_pieces
 from fourview.errors import InputError
@@ -474,6 +473,9 @@ def write_synthetic(
         raise InputError(f"cannot create output folder {out}: {e.strerror or e}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise InputError(f"output folder {out} is not writable")
+
+    # trimesh, slow to import, writes the GLBs: imported here so that the world's names (SHAPES...) import fast
+    from fourview.data.glb import export_glb
 
     paths = []
     for i in tqdm(range(count), desc=f"synth {split}", disable=not progress, unit="obj"):
