@@ -112,7 +112,9 @@ def bake_normal_map(
     bad = ~np.isfinite(local).all(axis=1)
     local[bad] = (0.0, 0.0, 1.0)
     local /= np.maximum(np.linalg.norm(local, axis=1, keepdims=True), 1e-30)
-    return np.clip(texels.image(local * 0.5 + 0.5, dilation_px), 0.0, 1.0)
+    padded = texels.image(local, dilation_px)  # the padding averages neighbours: unit length again
+    padded /= np.maximum(np.linalg.norm(padded, axis=-1, keepdims=True), 1e-12)
+    return np.clip(padded * 0.5 + 0.5, 0.0, 1.0)
 
 
 def _tangent_frames(

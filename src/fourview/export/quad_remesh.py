@@ -34,7 +34,9 @@ def quad_remesh(verts: np.ndarray, faces: np.ndarray, face_budget: int | None) -
     except ImportError as error:
         raise InputError(f"--quad-remesh needs the optional 'pynanoinstantmeshes' package ({INSTALL_HINT})") from error
     verts64, faces64 = check_mesh(verts, faces)
-    target = max(8, (face_budget or len(faces64)) // 2)
+    # Instant Meshes ends with a regular subdivision of its mesh into quads (each face into about 4): about
+    # 4 vertex_count quads, 8 vertex_count triangles.
+    target = max(8, (face_budget or len(faces64)) // 8)
     out_verts, quads = pynanoinstantmeshes.remesh(
         verts64.astype(np.float32), faces64.astype(np.uint32), vertex_count=target, deterministic=True
     )

@@ -5,14 +5,16 @@ atomically (`fourview.atomic`); `write_mesh_files` writes several formats of one
 none. Reading mesh files is `fourview.data.assets.load_asset`.
 """
 
-from fourview.meshio.files import MESH_SUFFIXES, mesh_files, write_mesh_files
+from fourview.meshio.files import MESH_SUFFIXES, LODPaths, lod_glb_paths, mesh_files, write_mesh_files
 from fourview.meshio.gltf import glb_bytes, read_glb_json, write_glb
 from fourview.meshio.obj import obj_files, write_obj
 from fourview.meshio.ply import ply_bytes, write_ply
 
 __all__ = [
     "MESH_SUFFIXES",
+    "LODPaths",
     "glb_bytes",
+    "lod_glb_paths",
     "mesh_files",
     "obj_files",
     "ply_bytes",
