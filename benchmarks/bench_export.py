@@ -12,6 +12,17 @@ both 2x2 supersampled.
 
     python benchmarks/bench_export.py                       # torus, full size
     python benchmarks/bench_export.py --field sphere --method dmtet --repeats 3
+    python benchmarks/bench_export.py --game                # the game target (issue 21), see below
+
+``--game`` exports the analytic torus (256^3 grid) and a demo reconstruction (the shipped demo
+reconstructor on the held-out red mug's four 64-px rig views, re-exported from its saved folder as
+``fourview export --target game`` does: 128^3 grid, projected views) with the game target (10k
+triangles, 1024^2 base colour + normal + occlusion-roughness-metallic textures, three levels of
+detail), writes the GLBs, and reports the time per step and the shading the normal map gives back:
+grey, lit renders (`fourview.export.normal_map.shaded_render`) from the four rig cameras of the
+dense extracted mesh (the reference), the 10k-triangle mesh with its interpolated vertex normals,
+and the same mesh with its normal map; PSNR against the reference over the pixels both meshes
+cover (the surface: a normal map cannot move a silhouette) and over the whole image.
 
 Not collected by pytest. Compare numbers only within one kind of machine.
 """
@@ -78,6 +89,109 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
+def normal_map_report(field: SurfaceField, config: ExportConfig, views=None, resolution: int = 256) -> dict:
+    """One game export of ``field``: time per step (write included, wall and CPU) and the normal map's PSNR."""
+    from fourview.export.extract import extract_mesh
+    from fourview.export.mesh_cleanup import CleanupConfig, clean_mesh
+    from fourview.export.normal_map import shaded_render, surface_psnr
+    from fourview.mesh import MeshAsset, MeshPart
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_export_game_"))
+    cpu0, start = time.process_time(), time.perf_counter()
+    result = export_field(field, config, views=views)
+    t0 = time.perf_counter()
+    written = write_mesh_files(result.mesh, [folder / "model.glb"])
+    timings = {**result.timings, "write": time.perf_counter() - t0}
+    timings["total"] = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    # The reference: the dense surface the normal map was baked from (the same extraction and clean-up).
+    extracted = extract_mesh(field, config.resolution, config.method, config.chunk, coarse_factor=config.coarse_factor)
+    cleaned = clean_mesh(extracted.verts, extracted.faces, CleanupConfig(config.min_component_area_fraction))
+    dense = MeshAsset("dense", (MeshPart(cleaned.verts, cleaned.faces),))
+    budget = result.mesh.levels[0]
+    if budget.placement is not None and (budget.placement.scale != 1.0 or budget.placement.pivot != "object"):
+        raise SystemExit("the normal-map comparison renders in the object frame: export without --height/--pivot")
+    rows = {"surface_plain": [], "surface_mapped": [], "full_plain": [], "full_mapped": []}
+    for camera in orthogonal_rig():
+        reference, ref_alpha = shaded_render(dense, camera, resolution)
+        plain, alpha = shaded_render(budget, camera, resolution, normal_map=False)
+        mapped, _ = shaded_render(budget, camera, resolution, normal_map=True)
+        surface = (ref_alpha == 1.0) & (alpha == 1.0)
+        everything = np.ones_like(surface)
+        rows["surface_plain"].append(surface_psnr(plain, reference, surface))
+        rows["surface_mapped"].append(surface_psnr(mapped, reference, surface))
+        rows["full_plain"].append(surface_psnr(plain, reference, everything))
+        rows["full_mapped"].append(surface_psnr(mapped, reference, everything))
+    report = {
+        "dense_faces": len(cleaned.faces),
+        "faces": result.num_faces,
+        "lods_faces": [m.num_faces for m in result.mesh.levels],
+        "texture_size": result.texture_size,
+        "files": [p.name for p in written],
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "cpu_time_s": round(cpu, 3),
+        "under_10s": timings["total"] < 10.0,
+    }
+    for key, values in rows.items():
+        report[f"psnr_{key}_db"] = [round(v, 2) for v in values]
+        report[f"psnr_{key}_mean_db"] = round(float(np.mean(values)), 2)
+    report["normal_map_gain_surface_db"] = round(
+        report["psnr_surface_mapped_mean_db"] - report["psnr_surface_plain_mean_db"], 2
+    )
+    report["normal_map_gain_full_db"] = round(
+        report["psnr_full_mapped_mean_db"] - report["psnr_full_plain_mean_db"], 2
+    )
+    report["gain_at_least_3db"] = report["normal_map_gain_surface_db"] >= 3.0
+    return report
+
+
+def demo_reconstruction(folder: Path) -> Path:
+    """The shipped demo reconstructor's saved reconstruction of the held-out red mug (64-px rig views)."""
+    from fourview.data.dataset_renderer import RenderSettings, render_dataset, resolve_inputs
+    from fourview.pipeline import FourViewPipeline
+    from fourview.render.mesh_renderer import Lighting
+    from fourview.views import PosedViews
+
+    settings = RenderSettings(resolution=64, num_random=0, lighting=Lighting(albedo=True), write_depth=False,
+                              write_normal=False)  # fmt: skip
+    (rendered,) = render_dataset(resolve_inputs(["example:red_mug"]), folder / "render", settings, progress=False)
+    views = PosedViews.read([rendered / "rig" / f"{az:03d}.png" for az in (0, 90, 180, 270)])
+    FourViewPipeline.from_pretrained(mvgen=None).views_to_3d(views).save(folder / "mug")
+    return folder / "mug"
+
+
+def game_suite(args) -> dict:
+    """``--game``: the torus and a demo reconstruction through the game target (module docstring)."""
+    from dataclasses import replace
+
+    from fourview.export.presets import export_preset, reexport_config
+    from fourview.pipeline import ExportSettings
+    from fourview.recon.saved_field import load_field, load_field_config, load_field_metadata, load_saved_views
+
+    overrides = ExportSettings(target="game", lods=3).overrides()
+    overrides["pivot"] = "object"  # rendered from the rig cameras in the object frame
+    # Warm-up: numba JIT of the rasteriser, the closest-point kernel and first imports.
+    export_field(
+        TorusField(), replace(ExportConfig(resolution=32, texture_size=64), **{**overrides, "texture_size": 64})
+    )
+    report: dict = {
+        "bench": "export_game",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
+    }
+    torus = replace(ExportConfig(resolution=args.resolution), **overrides)
+    report["torus"] = normal_map_report(TorusField(), torus, resolution=args.render)
+    saved = args.reconstruction or demo_reconstruction(Path(tempfile.mkdtemp(prefix="bench_export_demo_")))
+    base = replace(export_preset("demo"), **overrides)
+    config = reexport_config(load_field_config(saved), load_field_metadata(saved), base, overrides)
+    report["demo_reconstruction"] = normal_map_report(load_field(saved), config, load_saved_views(saved), args.render)
+    report["demo_reconstruction"]["source"] = str(saved)
+    report["load_average_1min_after"] = os.getloadavg()[0]
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--field", choices=["torus", "sphere"], default="torus")
@@ -89,9 +203,14 @@ def main() -> None:
     parser.add_argument("--render", type=int, default=256, help="PSNR render side, pixels (0: skip)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="keep the files in this folder")
+    parser.add_argument("--game", action="store_true", help="the game target on the torus and a demo reconstruction")
+    parser.add_argument("--reconstruction", type=Path, default=None, help="--game: a saved reconstruction to use")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.game:
+        print(json.dumps(game_suite(args), indent=2))
+        return
 
     field = TorusField() if args.field == "torus" else SphereField()
     config = ExportConfig(
