@@ -1,4 +1,4 @@
-"""Numba kernels of the CPU rasteriser; `fourview.render.raster` is the public face.
+"""The CPU rasteriser behind `fourview.render.raster`: numba kernels and the threads that run them.
 
 Coverage is decided with 2D homogeneous edge functions (Olano & Greer 1997, "Triangle scan
 conversion using 2D homogeneous coordinates"): for clip-space vertices ``v_i = (x_i, y_i, w_i)``
@@ -21,11 +21,25 @@ Pixel centres exactly on an edge belong to the triangle whose interior lies towa
 edge, or towards +y for an edge parallel to x (a left/bottom rule in clip space, y up). The two
 triangles on either side of a shared edge compute exactly negated edge functions, so such a
 pixel is drawn once. The depth buffer is the float32 z/w channel of the output; a fragment
-replaces the stored one when its z/w is smaller, so equal depths keep the lower triangle index.
+replaces the stored one when its (float64) z/w is smaller than the stored float32 value, so
+equal depths keep the lower triangle index where float32 holds the depth exactly (elsewhere the
+rounding of the stored value decides, the same way on every run).
 
-The kernels run on one thread (``nogil``, so callers may use threads of their own): numba's
-``parallel=True`` was slower, not faster, its OpenMP workers spinning against torch's
-(docs/benchmarks.md).
+Threads: an image is drawn in three passes, each cut into tasks that run on a few Python threads
+(the kernels release the GIL; `run_tasks`):
+
+1. `project_vertices`, over ranges of vertices;
+2. `triangle_bounds`, over ranges of triangles: the rows and columns of pixels each triangle can
+   cover (its clipped bounding box; empty when it cannot draw anything), and per row an estimate
+   of the work of the triangles there;
+3. `draw_rows`, over bands of rows cut where the estimates give the bands equal work: each task
+   draws, in index order, the triangles whose rows meet its band, clipped to the band.
+
+A pixel lies in one band, where it meets the same fragments in the same order as in one serial
+pass over the triangles: coverage, triangle ids, barycentrics and depth ties are bit for bit the
+same whatever the number of threads. (numba's ``parallel=True`` over bands of rows was slower,
+not faster, on the 2-core machine, its OpenMP workers spinning against torch's; it also compiles
+several times longer.)
 
 Conventions are nvdiffrast's: image row 0 is clip-space y = -1, pixel (row, col) has its centre
 at ``((col + 0.5) / W * 2 - 1, (row + 0.5) / H * 2 - 1)``.
@@ -33,7 +47,12 @@ at ``((col + 0.5) / W * 2 - 1, (row + 0.5) / H * 2 - 1)``.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
@@ -42,6 +61,79 @@ _BBOX_EPS_PX = 1e-6
 """Slack added to bounding boxes, pixels; the edge test decides, the box only has to contain."""
 _NDC_CLAMP = 4.0
 """Projected coordinates are clamped to [-4, 4] before conversion to pixel indices."""
+_SETUP_COST_PX = 8
+"""Work estimate of setting a triangle up, in tested pixels (balances the bands of rows)."""
+_WORK_SAMPLE = 8
+"""Every how many triangles one counts towards the work estimate of the rows (it only balances
+the bands of rows, which do not change the output)."""
+_MIN_TASK_VERTICES = 16384
+"""Fewest vertices per projection task (smaller meshes are projected by one thread)."""
+_MIN_TASK_TRIANGLES = 8192
+"""Fewest triangles per bounding-box task."""
+_MIN_PARALLEL_WORK = 16384
+"""Fewest triangles plus pixels / 8 for which one image is drawn by several threads; smaller
+images of a minibatch are drawn one per thread instead."""
+_BANDS_PER_THREAD = 2
+"""Bands of rows per thread: a thread slowed by other load leaves its second band to the rest."""
+_MIN_TASK_PIXELS = 16384
+"""Fewest pixels per `interpolate` task."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Threads.
+
+
+@functools.cache
+def _helper_pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """Threads that help the calling thread; one pool per size and process (a forked child,
+    whose copy of a parent's pool has no threads, makes its own)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fourview-raster")
+
+
+def run_tasks(threads: int, task: Callable[..., None], args: list[tuple]) -> None:
+    """``task(*a)`` for every ``a`` in ``args``, on up to ``threads`` threads, the caller's among them.
+
+    Threads take the next task as they free up, so a thread slowed by other load does less. The
+    tasks must write disjoint outputs. A task's exception is raised here, after the others stop.
+    """
+    helpers = min(threads, len(args)) - 1
+    if helpers <= 0:
+        for a in args:
+            task(*a)
+        return
+    pending = iter(args)
+    lock = threading.Lock()
+    failed = False
+
+    def work() -> None:
+        while not failed:
+            with lock:
+                a = next(pending, None)
+            if a is None:
+                return
+            task(*a)
+
+    futures = [_helper_pool(threads - 1, os.getpid()).submit(work) for _ in range(helpers)]
+    try:
+        work()
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        for f in futures:
+            if not f.cancel():  # started: wait for its task (and raise its exception)
+                f.result()
+
+
+def split_range(n: int, parts: int, min_size: int) -> list[tuple[int, int]]:
+    """``range(n)`` as at most ``parts`` contiguous ``(start, stop)`` ranges of at least
+    ``min_size`` (a single range when ``n`` is smaller; none when ``n == 0``)."""
+    parts = max(1, min(parts, n // max(1, min_size)))
+    return [(i * n // parts, (i + 1) * n // parts) for i in range(parts) if n > 0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels.
 
 
 @njit(cache=True, nogil=True)
@@ -53,16 +145,17 @@ def pixel_centres(n: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
-def _project_vertices(pos: np.ndarray, vdata: np.ndarray) -> None:
+@njit(cache=True, nogil=True, error_model="numpy")
+def project_vertices(pos: np.ndarray, v_start: int, v_stop: int, vdata: np.ndarray) -> None:
     """Per-vertex screen data: ``vdata[i] = (x/w, y/w, z/w, 1/w)`` for vertices between the near
     and far planes (``w > 0``, ``-w <= z <= w``), ``(0, 0, 0, 0)`` otherwise.
 
     Args:
         pos: [V, 4] float32 clip-space positions.
+        v_start, v_stop: the vertices to project.
         vdata: [V, 4] float64 output.
     """
-    for i in range(pos.shape[0]):
+    for i in range(v_start, v_stop):
         x = np.float64(pos[i, 0])
         y = np.float64(pos[i, 1])
         z = np.float64(pos[i, 2])
@@ -80,7 +173,7 @@ def _project_vertices(pos: np.ndarray, vdata: np.ndarray) -> None:
             vdata[i, 3] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _clip_near_far(verts: np.ndarray, count: int, out: np.ndarray) -> int:
     """Clip a convex polygon against ``z + w >= 0`` and then ``w - z >= 0`` (Sutherland-Hodgman).
 
@@ -120,7 +213,7 @@ def _clip_near_far(verts: np.ndarray, count: int, out: np.ndarray) -> int:
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _pixel_range(lo: float, hi: float, n: int, first: int, last: int):
     """Pixel indices in [first, last] whose centres ``(i + 0.5) / n * 2 - 1`` lie in [lo, hi] (NDC)."""
     lo = max(lo, -_NDC_CLAMP)
@@ -130,62 +223,178 @@ def _pixel_range(lo: float, hi: float, n: int, first: int, last: int):
     return i_lo, i_hi
 
 
-@njit(cache=True, nogil=True)
-def _raster_image(
+@njit(cache=True, nogil=True, inline="always")
+def _screen_vertices(vdata: np.ndarray, i0: int, i1: int, i2: int):
+    """``(x0, y0, z0, x1, y1, z1, x2, y2, z2)``: the projected vertices from `project_vertices`."""
+    return (
+        vdata[i0, 0], vdata[i0, 1], vdata[i0, 2],
+        vdata[i1, 0], vdata[i1, 1], vdata[i1, 2],
+        vdata[i2, 0], vdata[i2, 1], vdata[i2, 2],
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clip_vertices(pos: np.ndarray, i0: int, i1: int, i2: int):
+    """``(x0, y0, z0, w0, x1, ..., w2)``: the clip-space vertices in float64."""
+    return (
+        np.float64(pos[i0, 0]), np.float64(pos[i0, 1]), np.float64(pos[i0, 2]), np.float64(pos[i0, 3]),
+        np.float64(pos[i1, 0]), np.float64(pos[i1, 1]), np.float64(pos[i1, 2]), np.float64(pos[i1, 3]),
+        np.float64(pos[i2, 0]), np.float64(pos[i2, 1]), np.float64(pos[i2, 2]), np.float64(pos[i2, 3]),
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def triangle_bounds(
     pos: np.ndarray,
     vdata: np.ndarray,
     tri: np.ndarray,
+    f_first: int,
     f_start: int,
-    f_end: int,
+    f_stop: int,
+    width: int,
+    bounds: np.ndarray,
+    row_work: np.ndarray,
+) -> None:
+    """The pixels triangles ``f_start..f_stop-1`` can cover, and an estimate of the work per row.
+
+    Args:
+        pos: [V, 4] float32 clip-space positions.  vdata: [V, 4] from `project_vertices`.
+        tri: [F, 3] vertex indices (validated by the caller).
+        f_first: the image's first triangle; ``bounds`` column ``f - f_first`` is triangle ``f``.
+        width: image width, pixels; the height is ``len(row_work) - 1``.
+        bounds: [4, >= f_stop - f_first] int32 output: rows ``r_lo..r_hi`` and columns
+            ``c_lo..c_hi`` of the triangle's clipped bounding box; ``r_lo > r_hi`` when the
+            triangle draws nothing (off screen, beyond the near or far plane, between pixel centres).
+        row_work: [H + 1] int64, accumulated as a difference array: its cumulative sum over rows
+            estimates the work of drawing the triangles row by row (tested pixels, plus
+            `_SETUP_COST_PX` per triangle on its first row), from every `_WORK_SAMPLE`-th triangle.
+    """
+    height = row_work.shape[0] - 1
+    # Triangles between the near and far planes, in a loop without branches (the tests become
+    # selects); the others are marked r_lo = -2 and boxed in the loop below.
+    for f in range(f_start, f_stop):
+        k = f - f_first
+        i0 = tri[f, 0]
+        i1 = tri[f, 1]
+        i2 = tri[f, 2]
+        x0, y0, _, x1, y1, _, x2, y2, _ = _screen_vertices(vdata, i0, i1, i2)
+        fast = (vdata[i0, 3] != 0.0) & (vdata[i1, 3] != 0.0) & (vdata[i2, 3] != 0.0)
+        xmin = min(min(x0, x1), x2)
+        xmax = max(max(x0, x1), x2)
+        ymin = min(min(y0, y1), y2)
+        ymax = max(max(y0, y1), y2)
+        on_screen = (xmax >= -1.0) & (xmin <= 1.0) & (ymax >= -1.0) & (ymin <= 1.0)  # False for NaN
+        # Off-screen boxes (NaN among them) become 0 before their conversion to pixel indices.
+        c_lo, c_hi = _pixel_range(xmin if on_screen else 0.0, xmax if on_screen else 0.0, width, 0, width - 1)
+        r_lo, r_hi = _pixel_range(ymin if on_screen else 0.0, ymax if on_screen else 0.0, height, 0, height - 1)
+        draw = fast & on_screen & (c_lo <= c_hi) & (r_lo <= r_hi)
+        bounds[0, k] = r_lo if draw else (height if fast else -2)
+        bounds[1, k] = r_hi if draw else -1
+        bounds[2, k] = c_lo
+        bounds[3, k] = c_hi
+
+    poly = np.empty((8, 4))
+    clipped = np.empty((8, 4))
+    for f in range(f_start, f_stop):
+        k = f - f_first
+        if bounds[0, k] != -2:
+            continue
+        bounds[0, k] = height  # empty until proven otherwise
+        x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _clip_vertices(pos, tri[f, 0], tri[f, 1], tri[f, 2])
+        # Entirely outside the near or the far plane: culled.
+        if (z0 < -w0 and z1 < -w1 and z2 < -w2) or (z0 > w0 and z1 > w1 and z2 > w2):
+            continue
+        for j in range(3):
+            for c in range(4):
+                poly[j, c] = pos[tri[f, j], c]
+        n = _clip_near_far(poly, 3, clipped)
+        if n == 0:
+            continue
+        xmin = math.inf
+        xmax = -math.inf
+        ymin = math.inf
+        ymax = -math.inf
+        for j in range(n):
+            wj = clipped[j, 3]
+            if not wj > 1e-300:  # on the camera plane: the box is the whole screen
+                xmin = -math.inf
+                xmax = math.inf
+                ymin = -math.inf
+                ymax = math.inf
+                break
+            xmin = min(xmin, clipped[j, 0] / wj)
+            xmax = max(xmax, clipped[j, 0] / wj)
+            ymin = min(ymin, clipped[j, 1] / wj)
+            ymax = max(ymax, clipped[j, 1] / wj)
+        if not (xmax >= -1.0 and xmin <= 1.0 and ymax >= -1.0 and ymin <= 1.0):
+            continue  # off screen (also catches NaN)
+        c_lo, c_hi = _pixel_range(xmin, xmax, width, 0, width - 1)
+        r_lo, r_hi = _pixel_range(ymin, ymax, height, 0, height - 1)
+        if c_lo > c_hi or r_lo > r_hi:
+            continue
+        bounds[0, k] = r_lo
+        bounds[1, k] = r_hi
+        bounds[2, k] = c_lo
+        bounds[3, k] = c_hi
+
+    k_start = f_start - f_first
+    for k in range(k_start + (-k_start) % _WORK_SAMPLE, f_stop - f_first, _WORK_SAMPLE):
+        r_lo = bounds[0, k]
+        r_hi = bounds[1, k]
+        if r_lo <= r_hi:
+            cols = bounds[3, k] - bounds[2, k] + 1
+            row_work[r_lo] += _SETUP_COST_PX + cols
+            row_work[r_lo + 1] -= _SETUP_COST_PX
+            row_work[r_hi + 1] -= cols
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def draw_rows(
+    pos: np.ndarray,
+    vdata: np.ndarray,
+    tri: np.ndarray,
+    f_first: int,
+    bounds: np.ndarray,
+    row_lo: int,
+    row_hi: int,
     px_ndc: np.ndarray,
     py_ndc: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """Draw triangles ``f_start..f_end-1`` into one image.
+    """Draw, in index order, the image's triangles clipped to rows ``row_lo..row_hi``.
 
     Args:
-        pos: [V, 4] float32 clip-space positions.
-        vdata: [V, 4] float64 from `_project_vertices`.
-        tri: [F, 3] vertex indices (validated by the caller).
+        pos: [V, 4] float32 clip-space positions.  vdata: [V, 4] from `project_vertices`.
+        tri: [F, 3] vertex indices.
+        f_first: the image's first triangle (column 0 of ``bounds``).
+        bounds: [4, F_image] from `triangle_bounds`.
         px_ndc: [W] pixel-centre x in NDC.  py_ndc: [H] pixel-centre y in NDC (row 0 = y -1).
         out: [H, W, 4] float32, zero where nothing is drawn yet; receives (u, v, z/w, id + 1) of
             the nearest fragment, and serves as the depth buffer.
     """
-    height = py_ndc.shape[0]
-    width = px_ndc.shape[0]
-    poly = np.empty((8, 4))
-    clipped = np.empty((8, 4))
-    for f in range(f_start, f_end):
+    # Flat, unsigned indices into the output (uint64 throughout: numba turns uint64 + int into a
+    # float): numba then skips its negative-index handling.
+    flat = out.reshape(-1)  # [H * W * 4]
+    row_stride = np.uint64(4 * out.shape[1])
+    for k in range(bounds.shape[1]):
+        r_lo = bounds[0, k]
+        r_hi = bounds[1, k]
+        if r_lo > row_hi or r_hi < row_lo:
+            continue  # outside the band, or draws nothing
+        r_lo = max(r_lo, row_lo)
+        r_hi = min(r_hi, row_hi)
+        c_lo = bounds[2, k]
+        c_hi = bounds[3, k]
+        f = f_first + k
         i0 = tri[f, 0]
         i1 = tri[f, 1]
         i2 = tri[f, 2]
         iw0 = vdata[i0, 3]
         iw1 = vdata[i1, 3]
         iw2 = vdata[i2, 3]
-        fast = iw0 != 0.0 and iw1 != 0.0 and iw2 != 0.0
-        if fast:
+        if iw0 != 0.0 and iw1 != 0.0 and iw2 != 0.0:
             # Edge functions of the projected triangle (w = 1).
-            x0 = vdata[i0, 0]
-            y0 = vdata[i0, 1]
-            x1 = vdata[i1, 0]
-            y1 = vdata[i1, 1]
-            x2 = vdata[i2, 0]
-            y2 = vdata[i2, 1]
-            xmin = min(x0, x1, x2)
-            xmax = max(x0, x1, x2)
-            ymin = min(y0, y1, y2)
-            ymax = max(y0, y1, y2)
-            if not (xmax >= -1.0 and xmin <= 1.0 and ymax >= -1.0 and ymin <= 1.0):
-                continue  # off screen (also catches NaN)
-            c_lo, c_hi = _pixel_range(xmin, xmax, width, 0, width - 1)
-            if c_lo > c_hi:
-                continue
-            r_lo, r_hi = _pixel_range(ymin, ymax, height, 0, height - 1)
-            if r_lo > r_hi:
-                continue
-            z0 = vdata[i0, 2]
-            z1 = vdata[i1, 2]
-            z2 = vdata[i2, 2]
+            x0, y0, z0, x1, y1, z1, x2, y2, z2 = _screen_vertices(vdata, i0, i1, i2)
             n0x = y1 - y2
             n0y = x2 - x1
             n0w = x1 * y2 - y1 * x2
@@ -197,58 +406,7 @@ def _raster_image(
             n2w = x0 * y1 - y0 * x1
             det = n0w + n1w + n2w
         else:
-            x0 = np.float64(pos[i0, 0])
-            y0 = np.float64(pos[i0, 1])
-            z0 = np.float64(pos[i0, 2])
-            w0 = np.float64(pos[i0, 3])
-            x1 = np.float64(pos[i1, 0])
-            y1 = np.float64(pos[i1, 1])
-            z1 = np.float64(pos[i1, 2])
-            w1 = np.float64(pos[i1, 3])
-            x2 = np.float64(pos[i2, 0])
-            y2 = np.float64(pos[i2, 1])
-            z2 = np.float64(pos[i2, 2])
-            w2 = np.float64(pos[i2, 3])
-            # Entirely outside the near or the far plane: culled.
-            if (z0 < -w0 and z1 < -w1 and z2 < -w2) or (z0 > w0 and z1 > w1 and z2 > w2):
-                continue
-            poly[0, 0] = x0
-            poly[0, 1] = y0
-            poly[0, 2] = z0
-            poly[0, 3] = w0
-            poly[1, 0] = x1
-            poly[1, 1] = y1
-            poly[1, 2] = z1
-            poly[1, 3] = w1
-            poly[2, 0] = x2
-            poly[2, 1] = y2
-            poly[2, 2] = z2
-            poly[2, 3] = w2
-            n = _clip_near_far(poly, 3, clipped)
-            if n == 0:
-                continue
-            xmin = math.inf
-            xmax = -math.inf
-            ymin = math.inf
-            ymax = -math.inf
-            for k in range(n):
-                wk = clipped[k, 3]
-                if not wk > 1e-300:  # on the camera plane: the box is the whole screen
-                    xmin = -math.inf
-                    xmax = math.inf
-                    ymin = -math.inf
-                    ymax = math.inf
-                    break
-                xmin = min(xmin, clipped[k, 0] / wk)
-                xmax = max(xmax, clipped[k, 0] / wk)
-                ymin = min(ymin, clipped[k, 1] / wk)
-                ymax = max(ymax, clipped[k, 1] / wk)
-            if not (xmax >= -1.0 and xmin <= 1.0 and ymax >= -1.0 and ymin <= 1.0):
-                continue
-            c_lo, c_hi = _pixel_range(xmin, xmax, width, 0, width - 1)
-            r_lo, r_hi = _pixel_range(ymin, ymax, height, 0, height - 1)
-            if c_lo > c_hi or r_lo > r_hi:
-                continue
+            x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _clip_vertices(pos, i0, i1, i2)
             # Homogeneous edge functions, n_i = v_{i+1} x v_{i+2} over (x, y, w).
             n0x = y1 * w2 - w1 * y2
             n0y = w1 * x2 - x1 * w2
@@ -288,7 +446,8 @@ def _raster_image(
             b1 = n1y * py + n1w
             b2 = n2y * py + n2w
             zr = zb * py + zc
-            for c in range(c_lo, c_hi + 1):
+            i = np.uint64(r) * row_stride + np.uint64(4 * c_lo)  # flat index of (r, c, 0)
+            for c in range(np.uint64(c_lo), np.uint64(c_hi + 1)):
                 px = px_ndc[c]
                 e0 = n0x * px + b0
                 e1 = n1x * px + b1
@@ -301,25 +460,117 @@ def _raster_image(
                     & ((e2 > 0.0) | ((e2 == 0.0) & t2))
                     & (zw >= -1.0)
                     & (zw <= 1.0)
-                    & ((out[r, c, 3] == 0.0) | (zw < out[r, c, 2]))
+                    & ((flat[i + np.uint64(3)] == 0.0) | (zw < flat[i + np.uint64(2)]))
                 ):
                     q0 = e0 * iw0  # perspective-correct barycentrics, unnormalised
                     q1 = e1 * iw1
                     inv_q = 1.0 / (q0 + q1 + e2 * iw2)
-                    out[r, c, 0] = q0 * inv_q
-                    out[r, c, 1] = q1 * inv_q
-                    out[r, c, 2] = zw
-                    out[r, c, 3] = tid
+                    flat[i] = q0 * inv_q
+                    flat[i + np.uint64(1)] = q1 * inv_q
+                    flat[i + np.uint64(2)] = zw
+                    flat[i + np.uint64(3)] = tid
+                i += np.uint64(4)
 
 
-@njit(cache=True, nogil=True)
-def rasterize_batch(
+@njit(cache=True, nogil=True, error_model="numpy")
+def interpolate_rows(
+    attr: np.ndarray, rast: np.ndarray, tri: np.ndarray, out: np.ndarray, b: int, row_start: int, row_stop: int
+) -> None:
+    """``out = u * a0 + v * a1 + (1 - u - v) * a2`` at the drawn pixels of rows ``row_start..row_stop-1``
+    of image ``b``.
+
+    Args:
+        attr: [P, V, C] float32 attributes; P is 1 (shared) or B.
+        rast: [B, H, W, 4] float32 rasteriser output.
+        tri: [F, 3] int32.
+        out: [B, H, W, C] float32, zero-filled.
+    """
+    a = attr[b if attr.shape[0] > 1 else 0]
+    for r in range(row_start, row_stop):
+        for c in range(rast.shape[2]):
+            tid = int(rast[b, r, c, 3])
+            if tid == 0:
+                continue
+            u = rast[b, r, c, 0]
+            v = rast[b, r, c, 1]
+            i0 = tri[tid - 1, 0]
+            i1 = tri[tid - 1, 1]
+            i2 = tri[tid - 1, 2]
+            for k in range(attr.shape[2]):
+                a2 = a[i2, k]
+                out[b, r, c, k] = a2 + u * (a[i0, k] - a2) + v * (a[i1, k] - a2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Drivers.
+
+
+def _row_bands(row_work: np.ndarray, n_bands: int) -> list[tuple[int, int]]:
+    """Rows ``0..H-1`` cut into at most ``n_bands`` ``(row_lo, row_hi)`` bands (inclusive) of about
+    equal estimated work; together they hold every row (the estimate is from a sample).
+
+    Args:
+        row_work: [H + 1] difference array from `triangle_bounds`.
+    """
+    height = len(row_work) - 1
+    total = np.cumsum(np.cumsum(row_work[:-1]))  # [H] work of rows 0..r
+    if n_bands <= 1 or total[-1] <= 0:
+        return [(0, height - 1)]
+    cuts = np.searchsorted(total, total[-1] * np.arange(1, n_bands) / n_bands, side="right")
+    edges = np.unique(np.concatenate([[0], cuts, [height]]).clip(0, height))
+    return [(int(lo), int(hi) - 1) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _draw_image(
+    pos: np.ndarray,
+    vdata: np.ndarray,
+    tri: np.ndarray,
+    f_first: int,
+    f_count: int,
+    px_ndc: np.ndarray,
+    py_ndc: np.ndarray,
+    out: np.ndarray,
+    threads: int,
+) -> None:
+    """Draw triangles ``f_first..f_first+f_count-1`` into ``out`` [H, W, 4] (``vdata`` projected)."""
+    height, width = out.shape[:2]
+    chunks = split_range(f_count, threads, _MIN_TASK_TRIANGLES)
+    bounds = np.empty((4, f_count), dtype=np.int32)
+    row_work = np.zeros((len(chunks), height + 1), dtype=np.int64)
+    run_tasks(
+        threads,
+        lambda i, f0, f1: triangle_bounds(
+            pos, vdata, tri, f_first, f_first + f0, f_first + f1, width, bounds, row_work[i]
+        ),
+        [(i, f0, f1) for i, (f0, f1) in enumerate(chunks)],
+    )
+    bands = _row_bands(row_work.sum(axis=0), _BANDS_PER_THREAD * threads if threads > 1 else 1)
+    run_tasks(
+        threads,
+        lambda row_lo, row_hi: draw_rows(pos, vdata, tri, f_first, bounds, row_lo, row_hi, px_ndc, py_ndc, out),
+        bands,
+    )
+
+
+def _project(pos: np.ndarray, threads: int) -> np.ndarray:
+    """[V, 4] `project_vertices` of ``pos`` [V, 4]."""
+    vdata = np.empty((pos.shape[0], 4))
+    run_tasks(
+        threads,
+        lambda v0, v1: project_vertices(pos, v0, v1, vdata),
+        split_range(pos.shape[0], threads, _MIN_TASK_VERTICES),
+    )
+    return vdata
+
+
+def rasterize_images(
     pos: np.ndarray,
     tri: np.ndarray,
     pos_index: np.ndarray,
     tri_start: np.ndarray,
     tri_count: np.ndarray,
     out: np.ndarray,
+    threads: int,
 ) -> None:
     """Rasterise a minibatch; image ``b`` draws ``tri[tri_start[b]:+tri_count[b]]`` with ``pos[pos_index[b]]``.
 
@@ -328,40 +579,33 @@ def rasterize_batch(
         tri: [F, 3] int32 vertex indices, all in [0, V).
         pos_index, tri_start, tri_count: [B] int64.
         out: [B, H, W, 4] float32, zero-filled; receives (u, v, z/w, triangle index + 1).
+        threads: threads to use; the result does not depend on it.
     """
-    height, width = out.shape[1], out.shape[2]
+    n_img, height, width = out.shape[:3]
     px_ndc = pixel_centres(width)
     py_ndc = pixel_centres(height)
-    vdata = np.empty((pos.shape[1], 4))  # [V, 4]
-    projected = -1
-    for b in range(out.shape[0]):
+    work = tri_count + height * width // 8  # [B]
+    whole_images = threads > 1 and n_img > 1 and int(work.max()) < _MIN_PARALLEL_WORK
+    if whole_images:  # small images: one per thread
+        shared = _project(pos[0], threads) if (pos_index == pos_index[0]).all() else None
+
+        def draw(b: int) -> None:
+            p = pos_index[b]
+            vdata = shared if shared is not None else _project(pos[p], 1)
+            _draw_image(pos[p], vdata, tri, tri_start[b], tri_count[b], px_ndc, py_ndc, out[b], 1)
+
+        run_tasks(threads, draw, [(b,) for b in range(n_img)])
+        return
+    projected, vdata = -1, None
+    for b in range(n_img):
         p = pos_index[b]
         if p != projected:
-            _project_vertices(pos[p], vdata)
+            vdata = _project(pos[p], threads)
             projected = p
-        f0 = tri_start[b]
-        _raster_image(pos[p], vdata, tri, f0, f0 + tri_count[b], px_ndc, py_ndc, out[b])
+        _draw_image(pos[p], vdata, tri, tri_start[b], tri_count[b], px_ndc, py_ndc, out[b], threads)
 
 
-@njit(cache=True, nogil=True)
-def _interpolate_rows(attr: np.ndarray, rast: np.ndarray, tri: np.ndarray, out: np.ndarray, b: int, r: int) -> None:
-    a = attr[b if attr.shape[0] > 1 else 0]
-    for c in range(rast.shape[2]):
-        tid = int(rast[b, r, c, 3])
-        if tid == 0:
-            continue
-        u = rast[b, r, c, 0]
-        v = rast[b, r, c, 1]
-        i0 = tri[tid - 1, 0]
-        i1 = tri[tid - 1, 1]
-        i2 = tri[tid - 1, 2]
-        for k in range(attr.shape[2]):
-            a2 = a[i2, k]
-            out[b, r, c, k] = a2 + u * (a[i0, k] - a2) + v * (a[i1, k] - a2)
-
-
-@njit(cache=True, nogil=True)
-def interpolate_batch(attr: np.ndarray, rast: np.ndarray, tri: np.ndarray, out: np.ndarray) -> None:
+def interpolate_images(attr: np.ndarray, rast: np.ndarray, tri: np.ndarray, out: np.ndarray, threads: int) -> None:
     """``out = u * a0 + v * a1 + (1 - u - v) * a2`` at drawn pixels (forward only, no autograd).
 
     Args:
@@ -369,7 +613,12 @@ def interpolate_batch(attr: np.ndarray, rast: np.ndarray, tri: np.ndarray, out: 
         rast: [B, H, W, 4] float32 rasteriser output.
         tri: [F, 3] int32.
         out: [B, H, W, C] float32, zero-filled.
+        threads: threads to use; the result does not depend on it.
     """
-    for b in range(rast.shape[0]):
-        for r in range(rast.shape[1]):
-            _interpolate_rows(attr, rast, tri, out, b, r)
+    n_img, height, width = rast.shape[:3]
+    rows = split_range(height, threads * _BANDS_PER_THREAD, max(1, _MIN_TASK_PIXELS // width))
+    run_tasks(
+        threads,
+        lambda b, r0, r1: interpolate_rows(attr, rast, tri, out, b, r0, r1),
+        [(b, r0, r1) for b in range(n_img) for r0, r1 in rows],
+    )

@@ -32,7 +32,8 @@ Triangle ids are stored in float32, exact up to 2**24 triangles, as in nvdiffras
 
 Speed against embree's ray casting through trimesh: docs/benchmarks.md
 (``benchmarks/bench_raster.py``). The kernels are compiled by numba on first use (a few seconds,
-then cached on disk next to the module) and run single-threaded.
+then cached on disk next to the module); `rasterize` and `interpolate` run them on
+``torch.get_num_threads()`` threads, with results that do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def _rasterize_cpu(
         tri_start = np.ascontiguousarray(range_rows[:, 0])
         tri_count = np.ascontiguousarray(range_rows[:, 1])
     out = np.zeros((n_img, height, width, 4), dtype=np.float32)  # [B, H, W, 4]
-    _raster_cpu.rasterize_batch(pos_np, tri_np, pos_index, tri_start, tri_count, out)
+    _raster_cpu.rasterize_images(pos_np, tri_np, pos_index, tri_start, tri_count, out, torch.get_num_threads())
     rast = torch.from_numpy(out)
     needs_grad = pos.requires_grad and torch.is_grad_enabled()
     if not (needs_grad or grad_db or pos.dtype == torch.float64):
@@ -351,11 +352,12 @@ def interpolate(
     if diff_attrs is None and not differentiable and not attr.is_cuda and attr.dtype == rast.dtype == torch.float32:
         out = np.zeros((n_img, height, width, n_attr), dtype=np.float32)
         a = attr if attr.dim() == 3 else attr[None]  # [P, V, C]
-        _raster_cpu.interpolate_batch(
+        _raster_cpu.interpolate_images(
             a.detach().contiguous().numpy(),
             rast.detach().contiguous().numpy(),
             tri.detach().to(torch.int32).contiguous().numpy(),
             out,
+            torch.get_num_threads(),
         )
         return torch.from_numpy(out), None
 
