@@ -1016,8 +1016,8 @@ def _bench_command() -> click.Group:
                 if name is not None:
                     resolve_weights(name, kind)
             check_output(config, out_dir, asdict(models), sampling, export)
-            clip = None if config.clip is None else load_clip(config.clip, config.clip_model, models.device)
             _quiet_library_progress_bars()
+            clip = None if config.clip is None else load_clip(config.clip, config.clip_model, models.device)
             t0 = time.perf_counter()
             pipe = FourViewPipeline.from_pretrained(**asdict(models))
             load_s = time.perf_counter() - t0
