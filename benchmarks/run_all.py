@@ -172,14 +172,14 @@ TWO_PROMPTS = ("--prompts", "a red mug", "a blue car", "--steps", "2", "--turnta
 
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("raster", "speed", "Rasteriser vs embree ray casting (bench_raster.py)",
-              ("{python}", "{bench}/bench_raster.py", "--json", "{json}"),
+              ("{python}", "{bench}/bench_raster.py", "--threads", "{threads}", "--json", "{json}"),
               fields(("faces", "summary.faces", "{:d}"), ("ours, median ms", "summary.median_ours_ms", "{:.1f}"),
                      ("embree first hit, median ms", "summary.median_peer_first_hit_ms", "{:.1f}"),
                      ("speed-up vs first hit", "summary.speedup_vs_first_hit", "{:.2f}"),
                      ("speed-up vs first hit + barycentrics", "summary.speedup_vs_first_hit_plus_bary", "{:.2f}"),
                      ("batched, ms per view", "summary.ours_batch_per_view_ms", "{:.1f}"),
                      ("min coverage IoU", "summary.min_iou", "{:.4f}")),
-              quick=("--res", "128", "--repeats", "1")),
+              quick=("--res", "128", "--repeats", "1", "--runs", "1", "--large-res", "0", "--large-faces", "0")),
     Benchmark("grid_sample", "speed", "Triplane sampling vs F.grid_sample (bench_grid_sample.py)",
               ("{python}", "{bench}/bench_grid_sample.py", "--threads", "{threads}", "--json", "{json}"),
               fields(("ours forward, s", "ours_fwd_wall_s", "{:.3f}"),
