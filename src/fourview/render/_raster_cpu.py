@@ -37,9 +37,10 @@ Threads: an image is drawn in three passes, each cut into tasks that run on a fe
 
 A pixel lies in one band, where it meets the same fragments in the same order as in one serial
 pass over the triangles: coverage, triangle ids, barycentrics and depth ties are bit for bit the
-same whatever the number of threads. (numba's ``parallel=True`` over bands of rows was slower,
-not faster, on the 2-core machine, its OpenMP workers spinning against torch's; it also compiles
-several times longer.)
+same whatever the number of threads. A minibatch of two images per thread or more, or of small
+images, is drawn one image per thread instead (the same passes, serially). (numba's
+``parallel=True`` over bands of rows was slower, not faster, on the 2-core machine, its OpenMP
+workers spinning against torch's; it also compiles several times longer.)
 
 Conventions are nvdiffrast's: image row 0 is clip-space y = -1, pixel (row, col) has its centre
 at ``((col + 0.5) / W * 2 - 1, (row + 0.5) / H * 2 - 1)``.
@@ -71,8 +72,8 @@ _MIN_TASK_VERTICES = 16384
 _MIN_TASK_TRIANGLES = 8192
 """Fewest triangles per bounding-box task."""
 _MIN_PARALLEL_WORK = 16384
-"""Fewest triangles plus pixels / 8 for which one image is drawn by several threads; smaller
-images of a minibatch are drawn one per thread instead."""
+"""Fewest triangles plus pixels / 8 for which one image is drawn by several threads, unless the
+minibatch has two images per thread or more: then each image is drawn by one thread."""
 _BANDS_PER_THREAD = 2
 """Bands of rows per thread: a thread slowed by other load leaves its second band to the rest."""
 _MIN_TASK_PIXELS = 16384
@@ -106,22 +107,24 @@ def run_tasks(threads: int, task: Callable[..., None], args: list[tuple]) -> Non
     failed = False
 
     def work() -> None:
-        while not failed:
-            with lock:
-                a = next(pending, None)
-            if a is None:
-                return
-            task(*a)
+        nonlocal failed
+        try:
+            while not failed:
+                with lock:
+                    a = next(pending, None)
+                if a is None:
+                    return
+                task(*a)
+        except BaseException:
+            failed = True  # the other threads take no further task
+            raise
 
     futures = [_helper_pool(threads - 1, os.getpid()).submit(work) for _ in range(helpers)]
     try:
         work()
-    except BaseException:
-        failed = True
-        raise
     finally:
         for f in futures:
-            if not f.cancel():  # started: wait for its task (and raise its exception)
+            if not f.cancel():  # started: wait for it (and raise its exception)
                 f.result()
 
 
@@ -585,8 +588,8 @@ def rasterize_images(
     px_ndc = pixel_centres(width)
     py_ndc = pixel_centres(height)
     work = tri_count + height * width // 8  # [B]
-    whole_images = threads > 1 and n_img > 1 and int(work.max()) < _MIN_PARALLEL_WORK
-    if whole_images:  # small images: one per thread
+    whole_images = threads > 1 and n_img > 1 and (n_img >= 2 * threads or int(work.max()) < _MIN_PARALLEL_WORK)
+    if whole_images:  # one image per thread: no bands, no waiting between passes
         shared = _project(pos[0], threads) if (pos_index == pos_index[0]).all() else None
 
         def draw(b: int) -> None:
