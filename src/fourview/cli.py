@@ -551,12 +551,14 @@ def _generate_command() -> click.Command:
         """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
 
         from fourview.atomic import check_output_folder
+        from fourview.mvgen.prompt_check import precheck_prompt
         from fourview.pipeline import read_photo
 
         if not prompt.strip():
             raise InputError("prompt is empty; describe the object, e.g. 'a red mug'")
         if models.mvgen is None or models.recon is None:
             raise InputError("generate needs a generator (--mvgen) and a reconstructor (--recon)")
+        precheck_prompt(prompt, models.mvgen)  # its length, from the tokenizers alone
         check_output_folder(out_dir, save.overwrite)
         photo = None if image is None else read_photo(image)
 
@@ -601,11 +603,13 @@ def _image_command() -> click.Command:
         from fourview.atomic import check_output_folder
         from fourview.images import MIN_PHOTO_SIDE, read_rgba
         from fourview.matting import remove_background
+        from fourview.mvgen.prompt_check import precheck_prompt
 
         if not prompt.strip():
             raise InputError("--prompt is empty; describe the object, e.g. 'a red mug', or leave the option out")
         if models.mvgen is None or models.recon is None:
             raise InputError("image needs a generator (--mvgen) and a reconstructor (--recon)")
+        precheck_prompt(prompt, models.mvgen)
         check_output_folder(out_dir, save.overwrite)
         matte = remove_background(read_rgba(photo, MIN_PHOTO_SIDE), matting)
 

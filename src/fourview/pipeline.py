@@ -36,6 +36,7 @@ from fourview.images import MIN_PHOTO_SIDE, read_rgba
 from fourview.matting import Matte, MattingConfig, remove_background
 from fourview.mvgen.blobs import BLOB_SIGMA, check_strength
 from fourview.mvgen.image_prompt import PHOTO_PROMPT, demo_photo_warning
+from fourview.mvgen.prompt_check import unfamiliar_prompt_warning
 from fourview.pretrained import resolve_weights
 from fourview.recon.model import Reconstructor
 from fourview.recon.optimize import OptimizeConfig, optimize_field
@@ -399,6 +400,10 @@ class FourViewPipeline:
             "image": str(photo) if isinstance(photo, (str, os.PathLike)) else ("array" if photo is not None else None),
             "peak_memory_after_mvgen_mb": peak_memory_mb(),
         }
+        warning = None if photo is not None else unfamiliar_prompt_warning(prompt, self.generator.training_words)
+        if warning:
+            logger.warning("warning: %s", warning)
+            meta["warning"] = warning
         return GeneratedViews(PosedViews.from_rig(out.views[0], s.elevation_deg), meta, timings)
 
     # -- the three jobs ----------------------------------------------------------------------------

@@ -93,7 +93,8 @@ def clean_caption(text: str) -> str:
     return out.strip(" ,;:")
 
 
-def _content_words(text: str) -> frozenset[str]:
+def content_words(text: str) -> frozenset[str]:
+    """The lower-case letter and digit runs of ``text`` minus a small stop-word list ("a", "of", "photo", ...)."""
     return frozenset(w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP_WORDS)
 
 
@@ -117,7 +118,7 @@ def merge_captions(per_view: Sequence[str]) -> str:
     if not all(isinstance(c, str) for c in per_view):
         raise InputError(f"per-view captions must be strings, got {[type(c).__name__ for c in per_view]}")
     cleaned = [clean_caption(c) for c in per_view]
-    words = [_content_words(c) for c in cleaned]
+    words = [content_words(c) for c in cleaned]
     candidates = [i for i, c in enumerate(cleaned) if c]
     if not candidates:
         return ""

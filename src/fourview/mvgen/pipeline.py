@@ -41,6 +41,7 @@ from fourview.errors import InputError
 from fourview.images import WHITE_ALPHA_HIGH, WHITE_ALPHA_LOW
 from fourview.mvgen.blobs import BLOB_SIGMA, blob_image, check_strength, decode_latents, encode_images
 from fourview.mvgen.image_prompt import ImagePromptConfig, background_regions, conditioning_grid
+from fourview.mvgen.prompt_check import check_prompt_tokens, read_training_words
 from fourview.mvgen.rerank import prompt_alignment
 from fourview.mvgen.student import (
     STUDENT_FILE,
@@ -207,6 +208,7 @@ class MultiViewPipeline:
         self.attention = "default"
         self.student: str | None = None
         self.progress = False
+        self.training_words: frozenset[str] | None = None  # `fourview.mvgen.prompt_check`
 
     # ---------------------------------------------------------------------------------------
     # Construction and loading
@@ -272,6 +274,7 @@ class MultiViewPipeline:
                 f"cannot load mvgen weights from folder {name!r}: {type(err).__name__}: {first}"
             ) from None
         pipe = cls(sdxl.to(device), name=name)
+        pipe.training_words = read_training_words(source.path)
         pipe.set_attention(attention)
         if lora is not None:
             pipe.load_lora(lora, lora_scale)
@@ -398,15 +401,7 @@ class MultiViewPipeline:
             if allow_empty:
                 return
             raise InputError(f"{what} is empty; describe the object, e.g. 'a red mug'")
-        for tok in (self.sdxl.tokenizer, self.sdxl.tokenizer_2):
-            if tok is None:
-                continue
-            n = len(tok(prompt, truncation=False, verbose=False).input_ids)
-            if n > tok.model_max_length:
-                raise InputError(
-                    f"{what} is too long: {n} tokens with start and end, the text encoders take "
-                    f"{tok.model_max_length}; shorten it"
-                )
+        check_prompt_tokens(prompt, (self.sdxl.tokenizer, self.sdxl.tokenizer_2), what)
 
     def check_size(self, size: int) -> None:
         """Grid sides must be positive multiples of 16 (each view a multiple of 8, the VAE's factor).

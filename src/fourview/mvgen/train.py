@@ -54,6 +54,7 @@ from fourview.mvgen.components import build_components
 from fourview.mvgen.config import mvgen_preset
 from fourview.mvgen.dataset import CaptionedImages, grid_dataset, pairs_2d
 from fourview.mvgen.lora import add_lora
+from fourview.mvgen.prompt_check import write_training_words
 from fourview.mvgen.tokenizer import save_compact_tokenizer
 from fourview.mvgen.validation import default_val_prompts, validation_images, write_validation
 from fourview.training import (
@@ -364,6 +365,8 @@ def _train(config: MVGenTrainConfig) -> MVGenTrainResult:
     if step >= config.steps and main:
         with averaged(ema):
             weights = _save_final(config, comps, accelerator, out)
+        if config.lora_rank == 0:  # a whole pipeline: what it learnt to draw (a LoRA adds to a base's words)
+            write_training_words(weights, cache.captions)
     return MVGenTrainResult(out, step, time.time() - t_start, loss_start, loss_end, weights, val_dir)
 
 
