@@ -89,7 +89,7 @@ class Asset:
     texture_size = property(lambda self: self.mesh.texture_size, doc="Baked texture side; None with vertex colours.")
 
     def turntable(self, frames: int = 24, resolution: int = 256, progress: bool = False) -> list[np.ndarray]:
-        """[resolution, resolution, 4] frames of an orbit of the mesh at the views' rig elevation."""
+        """[resolution, resolution, 3] uint8 RGB frames on white: an orbit of the mesh at the views' rig elevation."""
         try:
             elevation = self.views.rig_elevation_deg()
         except InputError:
