@@ -3,7 +3,8 @@
 For N held-out specs of the synthetic world (`sample_spec(seed, "heldout")`: shape-colour
 combinations never drawn for training), the prompt is the spec's caption. Each prompt goes
 through the whole chain (`fourview.pipeline.FourViewPipeline.text_to_3d`: views -> reconstruction -> GLB), and
-the exported mesh is scored the way `fourview.data.synthetic` defines the test:
+the exported mesh is scored the way `fourview.data.synthetic` defines the test
+(`fourview.evaluation.adherence.match_synthetic`):
 
 - colour: the `COLOURS` word nearest (`nearest_colour`, CIELAB distance) to the mesh's mean
   surface albedo (`surface_albedo`: area-weighted, averaged in linear RGB, returned as sRGB in
@@ -32,44 +33,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import trimesh
 
 from fourview.data.assets import load_asset
-from fourview.data.synthetic import SHAPES, build_asset, caption, sample_spec
-from fourview.evaluation.adherence import canonical_mesh, nearest_colour, surface_albedo, voxelize
-from fourview.evaluation.geometry import voxel_iou
+from fourview.data.synthetic import build_asset, caption, sample_spec
+from fourview.evaluation.adherence import canonical_grids, match_synthetic
 from fourview.mesh import MeshAsset
 
 
-def to_trimesh(asset: MeshAsset) -> trimesh.Trimesh:
-    """All parts of an asset as one untextured mesh, vertices welded by position.
-
-    Textured meshes split vertices along UV seams; `voxelize` tests each connected component
-    for inside/outside by ray parity, so the seams must be welded (as `canonical_mesh` is) or
-    every UV chart would count as an open component of its own.
-    """
-    verts, faces, offset = [], [], 0
-    for part in asset.parts:
-        verts.append(part.verts.astype(np.float64))
-        faces.append(part.faces + offset)
-        offset += len(part.verts)
-    mesh = trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
-    mesh.merge_vertices(merge_tex=True, merge_norm=True)
-    return mesh
-
-
 def score(asset: MeshAsset, canon: dict[str, np.ndarray], resolution: int, dilation: int) -> dict:
-    """Nearest colour word, best-matching shape and the IoUs of a normalised asset."""
-    albedo = surface_albedo(asset)
-    occ = voxelize(to_trimesh(asset), resolution, dilation)
-    ious = {s: voxel_iou(occ, g) for s, g in canon.items()}
-    best = max(ious, key=ious.get)
+    """Nearest colour word, best-matching shape and the IoUs of a normalised asset (`match_synthetic`), rounded."""
+    found = match_synthetic(asset, canon, resolution, dilation)
     return {
-        "albedo_srgb": [round(float(x), 4) for x in albedo],
-        "colour": nearest_colour(albedo),
-        "shape": best,
-        "best_iou": round(ious[best], 4),
-        "ious": {k: round(v, 4) for k, v in ious.items()},
+        "albedo_srgb": [round(float(x), 4) for x in found.albedo_srgb],
+        "colour": found.colour,
+        "shape": found.shape,
+        "best_iou": round(found.ious[found.shape], 4),
+        "ious": {k: round(v, 4) for k, v in found.ious.items()},
     }
 
 
@@ -104,7 +83,7 @@ def main() -> None:
     given = {"steps": args.steps, "guidance_scale": args.guidance, "blob_strength": args.blob_strength,
              "blob_sigma": args.blob_sigma, "candidates": args.candidates}  # fmt: skip
     settings = SamplingSettings(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
-    canon = {s: voxelize(canonical_mesh(s), args.resolution, args.dilation) for s in SHAPES}
+    canon = canonical_grids(args.resolution, args.dilation)
     specs = [sample_spec(args.first_seed + i, args.split) for i in range(args.count)]
     pipe = None
     if not args.gt_only:

@@ -26,7 +26,7 @@ from bench_prompt_adherence import report, score
 
 from fourview.data.assets import load_asset
 from fourview.data.synthetic import COLOURS, SHAPES
-from fourview.evaluation.adherence import canonical_mesh, voxelize
+from fourview.evaluation.adherence import canonical_grids
 
 
 def _words(caption: str) -> tuple[str, str]:
@@ -53,7 +53,7 @@ def main() -> None:
     objects = sorted(p for p in Path(args.data).iterdir() if p.name.startswith(args.prefix))
     if not objects:
         raise SystemExit(f"no {args.prefix}* folders in {args.data}")
-    canon = {s: voxelize(canonical_mesh(s), args.resolution, 0) for s in SHAPES}
+    canon = canonical_grids(args.resolution)
     pipe = FourViewPipeline.from_pretrained(None, args.recon)
     rows, t_start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,11 @@
-"""Tests of the prompt-adherence metrics: CIELAB, surface albedo, voxels, canonical meshes."""
+"""Tests of the prompt-adherence metrics: CIELAB, surface albedo, voxels, canonical meshes, the synthetic test."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +13,19 @@ import trimesh
 
 from fourview.data import synthetic as S
 from fourview.errors import InputError
-from fourview.evaluation.adherence import canonical_mesh, srgb_to_lab, surface_albedo, voxelize
+from fourview.evaluation.adherence import (
+    canonical_grids,
+    canonical_mesh,
+    match_synthetic,
+    srgb_to_lab,
+    surface_albedo,
+    synthetic_adherence,
+    voxelize,
+)
 from fourview.evaluation.geometry import voxel_iou
 from fourview.mesh import Material, MeshAsset, MeshPart, linear_to_srgb
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def test_lab_conversion_matches_reference_values():
@@ -80,3 +92,43 @@ def test_canonical_mesh_is_the_default_build():
         np.sort(np.unique(np.round(mesh.vertices, 5), axis=0), axis=0),
         atol=2e-5,
     )
+
+
+@pytest.fixture(scope="module")
+def canon16() -> dict[str, np.ndarray]:
+    return canonical_grids(16)
+
+
+def test_the_default_builds_match_their_own_colour_and_shape(canon16):
+    assert set(canon16) == set(S.SHAPES) and all(g.shape == (16, 16, 16) for g in canon16.values())
+    for shape, colour in (("lamp", "red"), ("mug", "blue"), ("bed", "white")):
+        found = match_synthetic(S.build_asset(S.SyntheticSpec(shape, colour)), canon16, 16)
+        assert (found.colour, found.shape) == (colour, shape)
+        assert found.ious[shape] == pytest.approx(1.0)  # the canonical mesh is the default build
+        assert max(v for k, v in found.ious.items() if k != shape) < 0.9
+
+
+def test_synthetic_adherence_tests_the_match_against_the_prompt(canon16):
+    mesh = S.build_asset(S.SyntheticSpec("mug", "blue"))
+    found = match_synthetic(mesh, canon16, 16)
+    hit = synthetic_adherence(mesh, "mug", "blue", canon16, 16)
+    assert (hit.colour, hit.shape, hit.colour_hit, hit.shape_hit) == ("blue", "mug", True, True)
+    assert hit.best_iou == hit.prompt_shape_iou == found.ious["mug"]
+    assert hit.albedo_srgb == tuple(round(float(x), 4) for x in found.albedo_srgb)
+    miss = synthetic_adherence(mesh, "lamp", "red", canon16, 16)
+    assert (miss.colour, miss.shape, miss.colour_hit, miss.shape_hit) == ("blue", "mug", False, False)
+    assert miss.prompt_shape_iou == found.ious["lamp"] < miss.best_iou
+
+
+def test_the_adherence_benchmarks_rows_are_the_match_rounded(monkeypatch, canon16):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.delitem(sys.modules, "bench_prompt_adherence", raising=False)
+    bench = pytest.importorskip("bench_prompt_adherence")
+    spec = S.sample_spec(3, "heldout")
+    mesh = S.build_asset(spec)
+    found = match_synthetic(mesh, canon16, 16)
+    row = bench.score(mesh, canon16, 16, 0)
+    assert (row["colour"], row["shape"]) == (found.colour, found.shape)
+    assert row["best_iou"] == round(found.ious[found.shape], 4)
+    assert row["ious"] == {k: round(v, 4) for k, v in found.ious.items()}
+    assert row["albedo_srgb"] == list(synthetic_adherence(mesh, spec.shape, spec.colour, canon16, 16).albedo_srgb)

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from fourview.cli import main
-from fourview.data.synthetic import COLOURS, SHAPES, build_asset, sample_spec
+from fourview.data.synthetic import COLOURS, SHAPES
 from fourview.errors import InputError
-from fourview.evaluation.adherence import canonical_mesh, voxelize
 from fourview.evaluation.clip_metrics import load_clip
 from fourview.evaluation.text_benchmark import (
     CLIP_VIEWS,
     TextBenchConfig,
     check_output,
     run_text_benchmark,
-    synthetic_adherence,
 )
 from fourview.pipeline import ExportSettings, FourViewPipeline, SamplingSettings
 from fourview.recon.model import Reconstructor
@@ -27,7 +24,6 @@ from tests.evaluation.test_clip_metrics import save_tiny_clip
 from tests.mvgen.test_pipeline import tiny_pipeline
 from tests.test_pipeline import sphere_forward, tiny_recon  # noqa: F401 (fixtures: a tiny reconstructor of a sphere)
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SAMPLING = SamplingSettings(steps=2)
 EXPORT = ExportSettings(grid_resolution=24, texture_size=64, face_budget=800)
 SMALL = {"turntable_frames": 3, "preview_resolution": 32, "adherence_resolution": 16}
@@ -124,22 +120,6 @@ def test_pipelines_and_clip_weights_that_do_not_fit_are_refused(pipe, tiny_clip,
     with pytest.raises(InputError, match="--max-prompts must be >= 1"):
         TextBenchConfig(max_prompts=0)
     assert not (tmp_path / "settings.json").exists()
-
-
-def test_the_adherence_scores_are_those_of_the_prompt_adherence_benchmark(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    bench = pytest.importorskip("bench_prompt_adherence")
-    canon = {s: voxelize(canonical_mesh(s), 16) for s in SHAPES}
-    for seed in (0, 3):
-        spec = sample_spec(seed, "heldout")
-        mesh = build_asset(spec)
-        ours = synthetic_adherence(mesh, spec.shape, spec.colour, canon, 16)
-        theirs = bench.score(mesh, canon, 16, 0)
-        assert (ours.colour, ours.shape) == (theirs["colour"], theirs["shape"])
-        assert round(ours.best_iou, 4) == theirs["best_iou"] and list(ours.albedo_srgb) == theirs["albedo_srgb"]
-        assert round(ours.prompt_shape_iou, 4) == theirs["ious"][spec.shape]
-        assert ours.colour_hit == (spec.colour == theirs["colour"])
-    sys.modules.pop("bench_prompt_adherence", None)
 
 
 def _run(args, capsys) -> tuple[int, str, str]:

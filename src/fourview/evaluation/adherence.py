@@ -3,11 +3,16 @@
 For a prompt such as "a red mug" (`fourview.data.synthetic`), the generated mesh's area-weighted
 mean albedo (`surface_albedo`) must be nearest (`nearest_colour`, CIELAB distance) to
 ``COLOURS["red"]``, and its best match by `fourview.evaluation.geometry.voxel_iou` among the
-`canonical_mesh` of every shape (voxelised by `voxelize`) must be the mug. The world is built so
-that both hold for its own objects (see `fourview.data.synthetic`).
+`canonical_mesh` of every shape (voxelised by `voxelize`, all of them by `canonical_grids`) must be
+the mug. The world is built so that both hold for its own objects (see `fourview.data.synthetic`).
+`match_synthetic` finds a mesh's colour word and shape, `synthetic_adherence` tests them against a
+prompt's; `fourview bench text` and the adherence benchmarks (`benchmarks/bench_prompt_adherence.py`,
+`benchmarks/bench_recon_adherence.py`) score meshes with them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import trimesh
@@ -17,6 +22,7 @@ from fourview.data.primitives import concatenate, weld
 from fourview.data.shapes import normaliser, shape_pieces
 from fourview.data.synthetic import COLOURS, PROPORTIONS, SHAPES
 from fourview.errors import InputError
+from fourview.evaluation.geometry import asset_trimesh, voxel_iou
 from fourview.mesh import MeshAsset, linear_to_srgb, srgb_to_linear
 
 
@@ -126,3 +132,91 @@ def srgb_to_lab(srgb: np.ndarray) -> np.ndarray:
     d = 6.0 / 29.0
     f = np.where(xyz > d**3, np.cbrt(xyz), xyz / (3 * d * d) + 4.0 / 29.0)
     return np.stack([116.0 * f[:, 1] - 16.0, 500.0 * (f[:, 0] - f[:, 1]), 200.0 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+@dataclass(frozen=True)
+class SyntheticMatch:
+    """A mesh as the synthetic world's test sees it (`match_synthetic`).
+
+    Attributes:
+        albedo_srgb: [3] float64, the mean surface albedo (`surface_albedo`), sRGB in [0, 1].
+        colour: the `COLOURS` word nearest to it (`nearest_colour`).
+        ious: every shape -> the voxel IoU of the mesh with the shape's canonical mesh.
+    """
+
+    albedo_srgb: np.ndarray
+    colour: str
+    ious: dict[str, float]
+
+    @property
+    def shape(self) -> str:
+        """The shape whose canonical mesh overlaps the mesh most."""
+        return max(self.ious, key=self.ious.get)
+
+
+@dataclass(frozen=True)
+class AdherenceScores:
+    """The synthetic world's test of one mesh against a prompt (`synthetic_adherence`).
+
+    Attributes:
+        colour: the `COLOURS` word nearest to the mesh's mean surface albedo.
+        shape: the shape whose canonical mesh overlaps the mesh most (voxel IoU).
+        colour_hit: ``colour`` is the prompt's.
+        shape_hit: ``shape`` is the prompt's.
+        best_iou: the IoU of ``shape``.
+        prompt_shape_iou: the IoU of the prompt's shape.
+        albedo_srgb: the mean surface albedo, sRGB in [0, 1], rounded to 4 decimals.
+    """
+
+    colour: str
+    shape: str
+    colour_hit: bool
+    shape_hit: bool
+    best_iou: float
+    prompt_shape_iou: float
+    albedo_srgb: tuple[float, float, float]
+
+
+def canonical_grids(resolution: int = 32, dilation: int = 0) -> dict[str, np.ndarray]:
+    """Every shape -> its `canonical_mesh` voxelised (`voxelize`): [R, R, R] bool."""
+    return {s: voxelize(canonical_mesh(s), resolution, dilation) for s in SHAPES}
+
+
+def match_synthetic(
+    mesh: MeshAsset, canon: dict[str, np.ndarray], resolution: int = 32, dilation: int = 0
+) -> SyntheticMatch:
+    """The colour word and the shape IoUs of a normalised mesh.
+
+    Args:
+        mesh: the mesh, normalised like `canonical_mesh` (``load_asset(..., normalize=True)``).
+        canon: every shape -> its canonical mesh voxelised (`canonical_grids`) at ``resolution`` and ``dilation``.
+        resolution: the voxel grid.
+        dilation: the voxel dilation (`voxelize`), the same as ``canon``'s.
+    """
+    albedo = surface_albedo(mesh)
+    whole = asset_trimesh(mesh)
+    # UV seams split vertices; welded, each closed component is one (voxelize tests components by ray parity).
+    whole.merge_vertices(merge_tex=True, merge_norm=True)
+    occupied = voxelize(whole, resolution, dilation)
+    ious = {s: voxel_iou(occupied, grid) for s, grid in canon.items()}
+    return SyntheticMatch(albedo, nearest_colour(albedo), ious)
+
+
+def synthetic_adherence(
+    mesh: MeshAsset, shape: str, colour: str, canon: dict[str, np.ndarray], resolution: int = 32
+) -> AdherenceScores:
+    """The synthetic world's colour and shape test of a normalised mesh against a prompt's shape and colour word.
+
+    Args:
+        mesh: the mesh, normalised like `canonical_mesh` (``load_asset(..., normalize=True)``).
+        shape: the prompt's shape.
+        colour: the prompt's colour word.
+        canon: every shape -> its canonical mesh voxelised (`canonical_grids`) at ``resolution``.
+        resolution: the voxel grid.
+    """
+    found = match_synthetic(mesh, canon, resolution)
+    rgb = tuple(round(float(x), 4) for x in found.albedo_srgb)
+    best = found.shape
+    return AdherenceScores(
+        found.colour, best, found.colour == colour, best == shape, found.ious[best], found.ious[shape], rgb
+    )

@@ -13,7 +13,7 @@ world's, or a file):
    unavailable, with the reason; no other metric takes their place.
 3. The synthetic world's colour and shape adherence, for prompts that carry their shape and colour
    (the ``synthetic_*`` sets, or records with ``shape`` and ``colour``): the saved GLB is loaded
-   normalised and scored as `benchmarks/bench_prompt_adherence.py` scores it (`synthetic_adherence`).
+   normalised and scored as `benchmarks/bench_prompt_adherence.py` scores it (`adherence.synthetic_adherence`).
 4. Time per stage (the pipeline's own, ``save_s``, and the scoring's) and peak memory: the process's
    peak resident memory when the prompt was finished (it never decreases within a run), and on
    CUDA the peak GPU memory allocated during the prompt.
@@ -57,14 +57,11 @@ from fourview.atomic import write_text_atomic
 from fourview.data.assets import load_asset
 from fourview.data.dataset_renderer import shard_from_env
 from fourview.data.filter import DEFAULT_CLIP_MODEL, ClipScorer
-from fourview.data.synthetic import SHAPES
 from fourview.errors import InputError
-from fourview.evaluation.adherence import canonical_mesh, nearest_colour, surface_albedo, voxelize
+from fourview.evaluation.adherence import canonical_grids, synthetic_adherence
 from fourview.evaluation.clip_metrics import CLIP_UNAVAILABLE, clip_scores, view_images
-from fourview.evaluation.geometry import asset_trimesh, voxel_iou
 from fourview.evaluation.gso_benchmark import _check_settings, _machine, _peak_rss_mb
 from fourview.evaluation.prompt_sets import PromptItem, PromptSet, read_prompt_set
-from fourview.mesh import MeshAsset
 
 if TYPE_CHECKING:  # the pipeline sits above this stage: its objects are passed in, never imported
     from fourview.pipeline import ExportSettings, FourViewPipeline, SamplingSettings
@@ -113,29 +110,6 @@ class TextBenchConfig:
 
 
 @dataclass(frozen=True)
-class AdherenceScores:
-    """The synthetic world's test of one mesh (`synthetic_adherence`).
-
-    Attributes:
-        colour: the `COLOURS` word nearest to the mesh's mean surface albedo.
-        shape: the shape whose canonical mesh overlaps the mesh most (voxel IoU).
-        colour_hit: ``colour`` is the prompt's.
-        shape_hit: ``shape`` is the prompt's.
-        best_iou: the IoU of ``shape``.
-        prompt_shape_iou: the IoU of the prompt's shape.
-        albedo_srgb: the mean surface albedo, sRGB in [0, 1].
-    """
-
-    colour: str
-    shape: str
-    colour_hit: bool
-    shape_hit: bool
-    best_iou: float
-    prompt_shape_iou: float
-    albedo_srgb: tuple[float, float, float]
-
-
-@dataclass(frozen=True)
 class PromptResult:
     """One prompt's record (``prompts/NAME.json``, a line of ``results.jsonl``).
 
@@ -150,8 +124,8 @@ class PromptResult:
         clip_score: CLIP score in [0, 100], None when unavailable.
         clip_r_precision: CLIP R-precision in [0, 1], None when unavailable.
         clip_ranks: per view, the rank of the prompt among the set's, None when unavailable.
-        adherence: `AdherenceScores` as a dict with the prompt's ``target_shape`` and ``target_colour``, None for
-            prompts not of the synthetic world.
+        adherence: `adherence.AdherenceScores` as a dict with the prompt's ``target_shape`` and ``target_colour``,
+            None for prompts not of the synthetic world.
         error: why the prompt has no asset, else None.
     """
 
@@ -321,7 +295,7 @@ class _Scorer:
     def canon(self) -> dict[str, np.ndarray]:
         """Every shape's canonical mesh voxelised (only a run with synthetic prompts needs them)."""
         if self._canon is None:
-            self._canon = {s: voxelize(canonical_mesh(s), self.resolution) for s in SHAPES}
+            self._canon = canonical_grids(self.resolution)
         return self._canon
 
 
@@ -368,30 +342,6 @@ def run_prompt(
         timings["adherence_s"] = time.perf_counter() - t0
     gpu = torch.cuda.max_memory_allocated(pipeline.device) / 2**20 if cuda else None
     return PromptResult(item.name, item.prompt, timings, _peak_rss_mb(), gpu, asset.num_faces, **scores)
-
-
-def synthetic_adherence(
-    mesh: MeshAsset, shape: str, colour: str, canon: dict[str, np.ndarray], resolution: int = 32
-) -> AdherenceScores:
-    """The synthetic world's colour and shape test of a normalised mesh (`benchmarks/bench_prompt_adherence.py`).
-
-    Args:
-        mesh: the mesh, normalised like `canonical_mesh` (``load_asset(..., normalize=True)``).
-        shape: the prompt's shape.
-        colour: the prompt's colour word.
-        canon: every shape -> its canonical mesh voxelised (`voxelize`) at ``resolution``.
-        resolution: the voxel grid.
-    """
-    albedo = surface_albedo(mesh)
-    whole = asset_trimesh(mesh)
-    # UV seams split vertices; welded, each closed component is one (voxelize tests components by ray parity).
-    whole.merge_vertices(merge_tex=True, merge_norm=True)
-    occupied = voxelize(whole, resolution)
-    ious = {s: voxel_iou(occupied, grid) for s, grid in canon.items()}
-    best = max(ious, key=ious.get)
-    found = nearest_colour(albedo)
-    rgb = tuple(round(float(x), 4) for x in albedo)
-    return AdherenceScores(found, best, found == colour, best == shape, ious[best], ious[shape], rgb)
 
 
 def mean_scores(results: list[PromptResult]) -> dict[str, float | None]:
