@@ -60,8 +60,6 @@ import json
 import logging
 import math
 import os
-import platform
-import resource
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -100,6 +98,7 @@ from fourview.evaluation.protocol import (
     input_cameras,
     novel_cameras,
 )
+from fourview.evaluation.run_record import check_settings, machine_record, peak_rss_mb, read_record
 from fourview.export.exporter import export_field
 from fourview.export.presets import optimize_export_config
 from fourview.images import to_uint8, write_png
@@ -428,13 +427,13 @@ def run_object(
         timings["scores_s"] = time.perf_counter() - t0
     except InputError as error:
         logger.warning("%s: no scores: %s", obj.name, error)
-        return ObjectResult(obj.name, timings_s=timings, peak_memory_mb=_peak_rss_mb(), error=str(error))
+        return ObjectResult(obj.name, timings_s=timings, peak_memory_mb=peak_rss_mb(), error=str(error))
     if previews is not None:
         res = min(config.image_resolutions)
         write_png(previews / f"{obj.name}.png", _preview(gt.novel[res], scores.renders[res]))
     timings["total_s"] = time.perf_counter() - start
     gpu = torch.cuda.max_memory_allocated(config.device) / 2**20 if cuda else None
-    return ObjectResult(obj.name, scores.metrics, timings, _peak_rss_mb(), gpu, mesh.num_faces, scores.alignment)
+    return ObjectResult(obj.name, scores.metrics, timings, peak_rss_mb(), gpu, mesh.num_faces, scores.alignment)
 
 
 def check_pipeline(config: GsoBenchConfig, pipeline: FourViewPipeline | None) -> None:
@@ -522,7 +521,7 @@ def run_gso_benchmark(
     (out / "objects").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     settings = _settings_record(config, pipeline, export, fit, sampling)
-    _check_settings(out / "settings.json", settings)
+    check_settings(out / "settings.json", settings)
     mine = [o for i, o in enumerate(selected) if i % world_size == rank]
     todo = [o for o in mine if not (out / "objects" / f"{o.name}.json").is_file()]
     lpips = load_lpips()
@@ -530,7 +529,7 @@ def run_gso_benchmark(
     for obj in bar:
         result = run_object(obj, config, pipeline, lpips, export, fit, sampling, out / "previews")
         write_text_atomic(out / "objects" / f"{obj.name}.json", json.dumps(asdict(result), indent=1) + "\n")
-    results = [_read_record(out / "objects" / f"{o.name}.json") for o in selected]
+    results = [read_record(out / "objects" / f"{o.name}.json", ObjectResult.from_json, "object") for o in selected]
     results = [r for r in results if r is not None]
     means = mean_metrics(results, config.metric_keys())
     files = write_tables(out, results, means, config, settings, len(selected), lpips.note)
@@ -564,7 +563,7 @@ def write_tables(
         "benchmark": "gso",
         "fourview_version": __version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(config.device),
+        "machine": machine_record(config.device),
         "load_average": list(os.getloadavg()),
         "objects": {
             "selected": selected,
@@ -717,48 +716,3 @@ def _settings_record(config, pipeline, export, fit, sampling) -> dict:
         sampling=None if sampling is None else asdict(sampling),
     )
     return json.loads(json.dumps(record))  # tuples as lists, as they read back
-
-
-def _check_settings(path: Path, settings: dict) -> None:
-    """Refuse to add records to a folder holding records made with other settings."""
-    if path.is_file():
-        try:
-            before = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"cannot read {path}: {error}") from None
-        changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
-        if changed:
-            raise InputError(
-                f"{path.parent} holds results made with other settings ({', '.join(changed)}); "
-                "use another output folder"
-            )
-        return
-    write_text_atomic(path, json.dumps(settings, indent=1) + "\n")
-
-
-def _read_record(path: Path) -> ObjectResult | None:
-    if not path.is_file():
-        return None
-    try:
-        return ObjectResult.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, TypeError) as error:
-        raise InputError(f"cannot read the record {path}: {error}; delete it to redo the object") from None
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _machine(device: str) -> dict:
-    info = {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-    }
-    if torch.device(device).type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info

@@ -60,8 +60,8 @@ from fourview.data.filter import DEFAULT_CLIP_MODEL, ClipScorer
 from fourview.errors import InputError
 from fourview.evaluation.adherence import canonical_grids, synthetic_adherence
 from fourview.evaluation.clip_metrics import CLIP_UNAVAILABLE, clip_scores, view_images
-from fourview.evaluation.gso_benchmark import _check_settings, _machine, _peak_rss_mb
 from fourview.evaluation.prompt_sets import PromptItem, PromptSet, read_prompt_set
+from fourview.evaluation.run_record import check_settings, machine_record, peak_rss_mb, read_record
 
 if TYPE_CHECKING:  # the pipeline sits above this stage: its objects are passed in, never imported
     from fourview.pipeline import ExportSettings, FourViewPipeline, SamplingSettings
@@ -224,7 +224,7 @@ def check_output(
     settings = settings_record(config, prompt_set, models, sampling, export)
     path = Path(out) / "settings.json"
     if path.is_file():
-        _check_settings(path, settings)
+        check_settings(path, settings)
 
 
 def run_text_benchmark(
@@ -266,7 +266,7 @@ def run_text_benchmark(
     (out / "prompts").mkdir(parents=True, exist_ok=True)
     (out / "assets").mkdir(exist_ok=True)
     settings = settings_record(config, prompt_set, pipeline.names, sampling, export)
-    _check_settings(out / "settings.json", settings)
+    check_settings(out / "settings.json", settings)
     mine = [item for i, item in enumerate(selected) if i % world_size == rank]
     todo = [item for item in mine if not (out / "prompts" / f"{item.name}.json").is_file()]
     scorer = _Scorer(config, prompt_set, clip)
@@ -274,7 +274,8 @@ def run_text_benchmark(
     for item in bar:
         result = run_prompt(item, config, pipeline, scorer, out / "assets", sampling, export)
         write_text_atomic(out / "prompts" / f"{item.name}.json", json.dumps(asdict(result), indent=1) + "\n")
-    results = [r for item in selected if (r := _read_record(out / "prompts" / f"{item.name}.json")) is not None]
+    records = [read_record(out / "prompts" / f"{i.name}.json", PromptResult.from_json, "prompt") for i in selected]
+    results = [r for r in records if r is not None]
     means = mean_scores(results)
     clip_note = "available" if clip is not None else CLIP_UNAVAILABLE
     files = write_tables(out, results, means, prompt_set, len(selected), settings, clip_note, str(pipeline.device))
@@ -317,7 +318,7 @@ def run_prompt(
         asset = pipeline.text_to_3d(item.prompt, **settings)
     except InputError as error:
         logger.warning("%s: no asset: %s", item.name, error)
-        return PromptResult(item.name, item.prompt, peak_memory_mb=_peak_rss_mb(), error=str(error))
+        return PromptResult(item.name, item.prompt, peak_memory_mb=peak_rss_mb(), error=str(error))
     timings = dict(asset.timings)
     t0 = time.perf_counter()
     folder = assets / item.name
@@ -341,7 +342,7 @@ def run_prompt(
         scores["adherence"] = {"target_shape": item.shape, "target_colour": item.colour, **asdict(found)}
         timings["adherence_s"] = time.perf_counter() - t0
     gpu = torch.cuda.max_memory_allocated(pipeline.device) / 2**20 if cuda else None
-    return PromptResult(item.name, item.prompt, timings, _peak_rss_mb(), gpu, asset.num_faces, **scores)
+    return PromptResult(item.name, item.prompt, timings, peak_rss_mb(), gpu, asset.num_faces, **scores)
 
 
 def mean_scores(results: list[PromptResult]) -> dict[str, float | None]:
@@ -375,7 +376,7 @@ def write_tables(
         "benchmark": "text",
         "fourview_version": __version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(device),
+        "machine": machine_record(device),
         "load_average": list(os.getloadavg()),
         "prompt_set": {"name": prompt_set.name, "prompts": len(prompt_set.items), "digest": prompt_set.digest},
         "prompts": {
@@ -451,12 +452,3 @@ def results_markdown(
 
 def _cell(value: float | None, fmt: str, missing: str = "n/a") -> str:
     return missing if value is None else fmt.format(value)
-
-
-def _read_record(path: Path) -> PromptResult | None:
-    if not path.is_file():
-        return None
-    try:
-        return PromptResult.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, TypeError) as error:
-        raise InputError(f"cannot read the record {path}: {error}; delete it to redo the prompt") from None
