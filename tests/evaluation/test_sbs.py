@@ -1,5 +1,5 @@
 """Side-by-side studies: building the page, its server, the report's counts and intervals, and the page clicked
-through in Debian's headless chromium (driven by Selenium as tests/server/test_web_page.py does; skipped without it).
+through in Debian's headless chromium (`tests.browser.start_chromium`; skipped without it).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from PIL import Image
 from fourview.cli import main
 from fourview.errors import InputError
 from fourview.evaluation.sbs import build_study, make_server, read_study, study_report, wilson_interval
+from tests.browser import start_chromium
 
 NAMES = ("0000_a_red_mug", "0001_a_blue_car", "0002_a_tree", "0003_a_vase", "0004_a_lamp", "0005_a_bed")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def _write_asset(folder: Path, prompt: str, colour: tuple[int, int, int]) -> None:
@@ -211,22 +210,8 @@ def test_the_server_serves_the_page_and_media_but_not_the_key_and_keeps_valid_vo
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium "
-                    "chromium-driver)")  # fmt: skip
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (the dev extra)")
-    from tests.server.test_web_page import CHROMIUM_FLAGS
-
     downloads = tmp_path_factory.mktemp("downloads")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        options.add_argument(flag)
-    options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    )
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), downloads)
     driver.downloads = downloads
     yield driver
     driver.quit()

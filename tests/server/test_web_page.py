@@ -2,9 +2,8 @@
 
 A prompt typed and submitted shows the model in the page's WebGL viewer (the centre of the canvas is
 no longer the background), and the GLB the page downloads passes the Khronos validator; a photo
-uploaded does the same. Chromium and its driver come from Debian (``apt-get install chromium
-chromium-driver``; .ci/run installs them): Selenium is handed /usr/bin/chromedriver and never
-downloads a browser or a driver. Without /usr/bin/chromium the tests skip, saying so.
+uploaded does the same. The browser is started by `tests.browser.start_chromium` (Debian's chromium
+and chromium-driver); without them the tests skip, saying so.
 """
 
 from __future__ import annotations
@@ -20,28 +19,17 @@ import pytest
 from PIL import Image
 
 from fourview.server import create_app
+from tests.browser import CHROMIUM_MISSING, HAVE_CHROMIUM, SELENIUM_MISSING, start_chromium
 from tests.gltf_validation import validate_glb
 from tests.server.conftest import cutout_view, png_bytes, product_photo, server_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = [  # what Chromium needs on these machines: no sandbox as root, no GPU, no network beyond loopback
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--enable-unsafe-swiftshader",  # WebGL on the CPU (SwiftShader), where newer Chromium asks for it
-    "--window-size=1280,1000",
-]  # fmt: skip
 TIMEOUT = 120.0
 
 pytestmark = [
     pytest.mark.enable_socket,  # uvicorn, chromedriver and chromium on 127.0.0.1 only
-    pytest.mark.skipif(
-        not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-        reason="Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver; "
-        ".ci/run installs them)",
-    ),
+    pytest.mark.skipif(not HAVE_CHROMIUM, reason=CHROMIUM_MISSING),
 ]
-webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (the dev extra)")
+pytest.importorskip("selenium.webdriver", reason=SELENIUM_MISSING)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -74,15 +62,7 @@ def downloads(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, downloads):
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        options.add_argument(flag)
-    options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    )
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), downloads)
     yield driver
     driver.quit()
 
