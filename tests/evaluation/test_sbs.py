@@ -5,6 +5,8 @@ through in Debian's headless chromium (`tests.browser.start_chromium`; skipped w
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -164,6 +166,20 @@ def test_the_commands_build_and_report(systems, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["sbs", str(a), str(b), "-o", str(tmp_path / "s")])
     assert e.value.code == 2 and "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "expected"), [(["sbs", "--help"], "report"), (["sbs", "report"], "participants")])
+def test_the_commands_import_no_torch(study, args, expected):
+    """`fourview sbs` needs no torch: listing and reporting start without importing it."""
+    code = (
+        "import sys\nfrom fourview.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('torch' in sys.modules)"
+    )
+    argv = [*args, str(study)] if args[-1] == "report" else args
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and expected in out.stdout, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 @pytest.fixture
