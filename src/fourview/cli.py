@@ -1055,7 +1055,7 @@ class _DefaultCommandGroup(click.Group):
 
 
 def _sbs_command() -> click.Group:
-    # fourview.evaluation imports torch: each command imports it when it runs.
+    # fourview.evaluation.sbs needs no torch; each command imports its module when it runs.
     @click.group("sbs", cls=_DefaultCommandGroup, context_settings={"max_content_width": 119})
     def sbs() -> None:
         """Side-by-side studies: people compare two systems' turntables of the same prompts.
