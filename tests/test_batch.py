@@ -10,16 +10,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from PIL import Image
 
 from fourview.atomic import TMP_MARK
-from fourview.batch import HASH_LENGTH, NAME_LENGTH, read_manifest, read_results, safe_name
+from fourview.batch import HASH_LENGTH, NAME_LENGTH, read_manifest, read_results, run_batch, safe_name
 from fourview.errors import InputError
 from fourview.pipeline import ExportSettings, SamplingSettings
 from tests.gltf_validation import validate_glb
@@ -247,6 +249,73 @@ def test_two_shards_and_a_merge(tmp_path, capsys, monkeypatch):
     code, stdout, _ = run(["batch", "--merge", "-o", out], capsys)
     assert code == 0 and result_lines(out) == merged
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(r["name"] for r in merged)
+
+
+class _FakeAsset:
+    """What `run_batch` uses of an `Asset`: saving (slow here) and the counts of its result line."""
+
+    def __init__(self, events: list, prompt: str) -> None:
+        self.events, self.prompt = events, prompt
+        self.meta, self.timings, self.peak_memory_mb, self.num_verts, self.num_faces = {}, {"mvgen_s": 0.0}, 1.0, 3, 1
+
+    def save(self, out_dir, **_) -> list[Path]:
+        self.events.append(("save starts", self.prompt))
+        time.sleep(0.3)  # long enough for the next item to be made meanwhile
+        if self.prompt == "unwritable":
+            raise OSError("disk full")
+        out = Path(out_dir)
+        out.mkdir()
+        (out / "model.glb").write_bytes(b"glb")
+        self.events.append(("saved", self.prompt))
+        return [out / "model.glb"]
+
+
+class _FakePipeline:
+    names = {"mvgen": "fake", "recon": "fake"}
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def text_to_3d(self, prompt, sampling, export):
+        self.events.append(("made", prompt))
+        if prompt == "impossible":
+            raise InputError("no such object")
+        return _FakeAsset(self.events, prompt)
+
+
+def test_an_item_is_written_while_the_next_is_made_and_the_lines_keep_the_order(tmp_path):
+    prompts = ["a mug", "impossible", "unwritable", "a car"]
+    (tmp_path / "m.txt").write_text("".join(f"{p}\n" for p in prompts))
+    pipe = _FakePipeline()
+    s = run_batch(read_manifest(tmp_path / "m.txt"), tmp_path / "out", pipeline=pipe)
+    assert (s.done, s.failed) == (2, 2)
+    lines = result_lines(tmp_path / "out")
+    assert [r["index"] for r in lines] == [0, 1, 2, 3]
+    assert [r["status"] for r in lines] == ["done", "failed", "failed", "done"]
+    assert lines[1]["error"] == "no such object" and lines[2]["error"] == "OSError: disk full"
+    assert lines[0]["files"] == [f"{lines[0]['name']}/model.glb"] and lines[0]["timings_s"]["save_s"] >= 0.3
+    events = pipe.events
+    assert events.index(("made", "impossible")) < events.index(("saved", "a mug"))  # made while "a mug" was written
+    assert not (tmp_path / "out" / lines[2]["name"]).exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities: Linux")
+def test_the_writer_thread_alone_runs_at_a_lower_priority():
+    from fourview.batch import WRITER_NICENESS, _lower_priority
+
+    seen = {}
+
+    def writer():
+        _lower_priority()
+        seen["writer"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join()
+    assert seen["writer"] == min(19, main + WRITER_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main
 
 
 # -- kill -9 at any moment -----------------------------------------------------------------------

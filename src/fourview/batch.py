@@ -31,6 +31,11 @@ that the next run removes (`fourview.atomic.remove_stale_temporaries`), and a to
 results (no newline) is cut off. A re-run skips the items whose latest line says done and whose
 folder exists; failed items run again only when asked (``retry_failed``).
 
+Throughput: an item's folder (the files and the turntable, `Asset.save`) is written by a second
+thread while the next item is made; the result lines keep the items' order, and what is written
+does not change. The writer runs at a lower priority (Linux): it takes the time that making the
+next item leaves a core free, not a core from the sampler's threads.
+
 Sharding: shard ``r`` of ``W`` (torchrun / Accelerate ``RANK``, ``WORLD_SIZE``; SLURM
 ``SLURM_PROCID``, ``SLURM_NTASKS``) takes the items whose index ``i`` has ``i % W == r``.
 """
@@ -46,9 +51,12 @@ import logging
 import math
 import os
 import re
+import sys
+import threading
 import time
 import unicodedata
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -56,7 +64,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from fourview.asset import SaveSettings, peak_memory_mb
+from fourview.asset import Asset, SaveSettings, peak_memory_mb
 from fourview.atomic import TMP_MARK, remove_stale_temporaries, write_text_atomic
 from fourview.errors import InputError
 from fourview.pipeline import ExportSettings, FourViewPipeline, ModelSettings, SamplingSettings
@@ -76,6 +84,8 @@ NAME_LENGTH = 80
 """Most characters of a folder name's readable part (the hash follows it)."""
 HASH_LENGTH = 10
 """Hex digits of the identity hash that ends every folder name."""
+WRITER_NICENESS = 10
+"""How much lower the writer thread's priority is than the process's (`_lower_priority`)."""
 
 _INPUT_KEYS: tuple[str, ...] = ("prompt", "image", "views", "name")
 _SETTING_KEYS: dict[str, tuple[str, str, type]] = {
@@ -496,9 +506,12 @@ def run_batch(
         if todo and pipe is None:
             pipe, load_s = _load(models, todo, world_size)
         desc = "batch" if world_size == 1 else f"batch [{rank}/{world_size}]"
-        bar = tqdm(todo, desc=desc, unit="item", disable=not progress or not todo, dynamic_ncols=True)
-        for item in bar:
-            record = _make_item(pipe, item, out, save)
+        bar = tqdm(total=len(todo), desc=desc, unit="item", disable=not progress or not todo, dynamic_ncols=True)
+
+        def finish(item: BatchItem, saving: Future) -> None:
+            """Wait for ``item``'s folder, then append its result line."""
+            nonlocal done, failed
+            record = saving.result()
             log.append({**record, "rank": rank, "world_size": world_size, "finished": time.time()})
             if record["status"] == "done":
                 done += 1
@@ -506,6 +519,17 @@ def run_batch(
                 failed += 1
                 logger.warning("%s (line %d) failed: %s", item.name, item.line, record["error"])
                 bar.set_postfix(failed=failed)
+            bar.update()
+
+        with ThreadPoolExecutor(1, thread_name_prefix="batch-writer", initializer=_lower_priority) as writer:
+            saving: tuple[BatchItem, Future] | None = None  # the item whose folder is being written
+            for item in todo:
+                made = _make_item(pipe, item)
+                if saving is not None:
+                    finish(*saving)
+                saving = (item, writer.submit(_save_item, made, out, save))
+            if saving is not None:
+                finish(*saving)
         bar.close()
     merged = merge_results(out) if rank == 0 and read_results(out) else None
     return BatchSummary(rank, world_size, len(mine), done, skipped, failed + failed_before, own, merged, load_s)
@@ -558,8 +582,17 @@ def _load(models: ModelSettings, todo: list[BatchItem], world_size: int) -> tupl
     return pipe, time.perf_counter() - t0
 
 
-def _make_item(pipe: FourViewPipeline, item: BatchItem, out: Path, save: SaveSettings) -> dict:
-    """Make and save one item; returns its result line (status ``failed`` with the error if anything raised)."""
+@dataclass
+class _MadeItem:
+    """An item's result line so far, and its asset (None when making it failed: the line says why)."""
+
+    record: dict
+    asset: Asset | None
+    make_s: float
+
+
+def _make_item(pipe: FourViewPipeline, item: BatchItem) -> _MadeItem:
+    """Make one item's asset (not saved yet); a failure is recorded in its result line, not raised."""
     record = {
         "index": item.index,
         "name": item.name,
@@ -584,40 +617,72 @@ def _make_item(pipe: FourViewPipeline, item: BatchItem, out: Path, save: SaveSet
         else:
             asset = pipe.text_to_3d(item.prompt, item.sampling, item.export)
         asset.meta["batch"] = {"index": item.index, "name": item.name, "manifest_line": item.line}
-        t0 = time.perf_counter()
+    except Exception as e:  # noqa: BLE001 - any failure of one item is recorded; the others go on
+        if cuda:  # an out-of-memory item leaves its blocks cached; the next item needs them
+            torch.cuda.empty_cache()
+        make_s = time.perf_counter() - start
+        return _MadeItem(_failed(record, e, {"item_s": make_s}), None, make_s)
+    if cuda:
+        record["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(pipe.device) / 2**20
+    return _MadeItem(record, asset, time.perf_counter() - start)
+
+
+def _save_item(made: _MadeItem, out: Path, save: SaveSettings) -> dict:
+    """Write a made item's folder (in the writer thread); returns its complete result line."""
+    record, asset = made.record, made.asset
+    if asset is None:
+        return record
+    name = record["name"]
+    t0 = time.perf_counter()
+    try:
         paths = asset.save(
-            out / item.name,
+            out / name,
             formats=save.formats,
             turntable_frames=save.turntable_frames,
             preview_resolution=save.preview_resolution,
             overwrite=True,  # a folder a killed run left without its result line
         )
-        save_s = time.perf_counter() - t0
         _sync_folder(out)  # the folder's rename is durable before its result line says done
-    except Exception as e:  # noqa: BLE001 - any failure of one item is recorded; the others go on
-        message = " ".join(str(e).split())
-        if not isinstance(e, InputError):
-            message = f"{type(e).__name__}: {message}"
-            logger.debug("item %s failed", item.name, exc_info=True)
-        if cuda:  # an out-of-memory item leaves its blocks cached; the next item needs them
-            torch.cuda.empty_cache()
-        return {**record, "status": "failed", "error": message,
-                "timings_s": {"item_s": time.perf_counter() - start}, "peak_memory_mb": peak_memory_mb()}  # fmt: skip
-    record.update(
-        status="done",
-        error=None,
-        steps=asset.meta.get("steps", item.sampling.steps),
-        guidance=asset.meta.get("guidance_scale", item.sampling.guidance_scale),
-        timings_s={**asset.timings, "save_s": save_s, "item_s": time.perf_counter() - start},
-        peak_memory_mb=max(asset.peak_memory_mb, peak_memory_mb()),
-        vertices=asset.num_verts,
-        faces=asset.num_faces,
-        folder=item.name,
-        files=[f"{item.name}/{p.name}" for p in paths],
-    )
-    if cuda:
-        record["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(pipe.device) / 2**20
-    return record
+    except Exception as e:  # noqa: BLE001 - recorded, as a failure to make it is
+        save_s = time.perf_counter() - t0
+        return _failed(record, e, {"save_s": save_s, "item_s": made.make_s + save_s})
+    save_s = time.perf_counter() - t0
+    return {
+        **record,
+        "status": "done",
+        "error": None,
+        "steps": asset.meta.get("steps", record["steps"]),
+        "guidance": asset.meta.get("guidance_scale", record["guidance"]),
+        # the item's own seconds: making it, then writing it (while the next item was being made)
+        "timings_s": {**asset.timings, "save_s": save_s, "item_s": made.make_s + save_s},
+        "peak_memory_mb": max(asset.peak_memory_mb, peak_memory_mb()),
+        "vertices": asset.num_verts,
+        "faces": asset.num_faces,
+        "folder": name,
+        "files": [f"{name}/{p.name}" for p in paths],
+    }
+
+
+def _failed(record: dict, error: Exception, timings: dict[str, float]) -> dict:
+    """The result line of an item that failed with ``error``."""
+    message = " ".join(str(error).split())
+    if not isinstance(error, InputError):
+        message = f"{type(error).__name__}: {message}"
+        logger.debug("item %s failed", record["name"], exc_info=error)
+    return {**record, "status": "failed", "error": message, "timings_s": timings, "peak_memory_mb": peak_memory_mb()}
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's priority (the batch's writer) by `WRITER_NICENESS`; Linux only.
+
+    The sampler's OpenMP threads wait for each other at the end of every operation: a writer taking
+    a core from one of them at the same priority would stall all of them, many times an item. Not
+    idle priority: on a machine busy with other work the writer would starve, and the batch with it.
+    """
+    if sys.platform.startswith("linux"):  # where nice is per thread (elsewhere it would slow the whole process)
+        tid = threading.get_native_id()
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICENESS))
 
 
 def _sync_folder(folder: Path) -> None:
