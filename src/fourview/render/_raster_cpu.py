@@ -74,6 +74,8 @@ _MIN_TASK_TRIANGLES = 8192
 _MIN_PARALLEL_WORK = 16384
 """Fewest triangles plus pixels / 8 for which one image is drawn by several threads, unless the
 minibatch has two images per thread or more: then each image is drawn by one thread."""
+_TASKS_PER_THREAD = 2
+"""Vertex and triangle ranges per thread."""
 _BANDS_PER_THREAD = 2
 """Bands of rows per thread: a thread slowed by other load leaves its second band to the rest."""
 _MIN_TASK_PIXELS = 16384
@@ -537,7 +539,7 @@ def _draw_image(
 ) -> None:
     """Draw triangles ``f_first..f_first+f_count-1`` into ``out`` [H, W, 4] (``vdata`` projected)."""
     height, width = out.shape[:2]
-    chunks = split_range(f_count, threads, _MIN_TASK_TRIANGLES)
+    chunks = split_range(f_count, threads * _TASKS_PER_THREAD, _MIN_TASK_TRIANGLES)
     bounds = np.empty((4, f_count), dtype=np.int32)
     row_work = np.zeros((len(chunks), height + 1), dtype=np.int64)
     run_tasks(
@@ -561,7 +563,7 @@ def _project(pos: np.ndarray, threads: int) -> np.ndarray:
     run_tasks(
         threads,
         lambda v0, v1: project_vertices(pos, v0, v1, vdata),
-        split_range(pos.shape[0], threads, _MIN_TASK_VERTICES),
+        split_range(pos.shape[0], threads * _TASKS_PER_THREAD, _MIN_TASK_VERTICES),
     )
     return vdata
 
