@@ -22,7 +22,8 @@ The BVHs are built once, outside the timings, by embree's own TBB threads.
 The whole comparison is repeated ``--runs`` times (3) in one process, each run printing
 ``os.getloadavg()`` before and after: on a shared machine compare only ratios from the same run.
 Warm-up calls (numba JIT or cache load) are excluded and reported separately; times are medians
-over ``--repeats`` calls per view, then the median over the views. Coverage masks are compared
+over ``--repeats`` calls per view (``--large-repeats`` beyond the 131k-face mesh at ``--res``),
+then the median over the views. Coverage masks are compared
 (IoU, after flipping our rows: nvdiffrast's row 0 is the bottom) together with the agreement of
 triangle ids where both hit.
 
@@ -31,7 +32,8 @@ and views) and ``summary``: the 131k-face mesh at ``--res``, times as medians ov
 ratios as the smallest of the runs.
 
 Run: ``python benchmarks/bench_raster.py [--res 512] [--large-res 1024] [--large-faces 1048576]
-[--runs 3] [--repeats 5] [--threads 2] [--json out.json]``. Not collected by pytest.
+[--runs 3] [--repeats 5] [--large-repeats 2] [--threads 2] [--json out.json]`` (about 5 minutes on
+two busy cores; ``--runs 1 --large-res 0 --large-faces 0`` for a quick look). Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -239,7 +241,8 @@ def main() -> None:
     ap.add_argument("--large-res", type=int, default=1024, help="second resolution (0: none)")
     ap.add_argument("--large-faces", type=int, default=1 << 20, help="faces of the second mesh (0: none)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="calls per view timed, 131k faces at --res")
+    ap.add_argument("--large-repeats", type=int, default=2, help="calls per view timed, the other cases")
     ap.add_argument("--threads", type=int, default=None, help="threads on both sides (default: torch's)")
     ap.add_argument("--json", type=str, default=None)
     args = ap.parse_args()
@@ -277,7 +280,8 @@ def main() -> None:
         results = []
         for mesh, peer in zip(meshes, peers):
             for res in resolutions:
-                results.append(bench_mesh(mesh, res, peer, args.repeats))
+                repeats = args.repeats if not results else args.large_repeats
+                results.append(bench_mesh(mesh, res, peer, repeats))
                 print_result(results[-1])
         load_after = os.getloadavg()
         print(f"  load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
