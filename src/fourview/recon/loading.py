@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from huggingface_hub import snapshot_download
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
@@ -57,6 +56,9 @@ def resolve_pretrained(name_or_path: str | Path, revision: str | None = None) ->
     source = resolve_weights(name_or_path, "recon")
     if source.path is not None:
         return source.path
+    # huggingface_hub's download API imports its HTTP stack (a few tenths of a second): only for a hub id
+    from huggingface_hub import snapshot_download
+
     try:
         with quiet_hub_logs():  # the one-line error below says it all
             local = snapshot_download(
