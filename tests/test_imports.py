@@ -6,6 +6,8 @@ Read from the source with `ast`, so imports inside functions (which hide cycles 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import fourview
@@ -162,3 +164,15 @@ def test_the_checks_see_function_imports_and_cycles(tmp_path):
     finally:
         ROOT = saved
     assert ("fourview.recon.model", True) in found and ("fourview.cameras", False) in found
+
+
+def test_the_pipeline_leaves_out_what_generating_does_not_use():
+    """Start-up: the pipeline and the asset import neither trimesh (the synthetic world's GLB writer) nor
+    huggingface_hub's HTTP stack (only a hub id downloads), nor diffusers (only when a generator loads)."""
+    code = (
+        "import sys\nimport fourview.asset, fourview.pipeline\n"
+        "print([m for m in ('trimesh', 'huggingface_hub.hf_api', 'diffusers') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
