@@ -548,7 +548,12 @@ def _generate_command() -> click.Command:
     @_generation_options
     @click.option("--quiet", is_flag=True, help="No progress bars.")
     def generate(prompt, out_dir, image, quiet, models, sampling, export, save) -> None:
-        """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json."""
+        """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json.
+
+        The shipped demo generator knows a small synthetic world (20 object classes, 81 words); a
+        prompt word outside it gets a one-line warning. For open-ended prompts pass real
+        SDXL-architecture weights with --mvgen.
+        """
 
         from fourview.atomic import check_output_folder
         from fourview.mvgen.prompt_check import precheck_prompt
