@@ -218,7 +218,7 @@ def _clip_near_far(verts: np.ndarray, count: int, out: np.ndarray) -> int:
     return n
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _pixel_range(lo: float, hi: float, n: int, first: int, last: int):
     """Pixel indices in [first, last] whose centres ``(i + 0.5) / n * 2 - 1`` lie in [lo, hi] (NDC)."""
     lo = max(lo, -_NDC_CLAMP)
@@ -228,7 +228,7 @@ def _pixel_range(lo: float, hi: float, n: int, first: int, last: int):
     return i_lo, i_hi
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _screen_vertices(vdata: np.ndarray, i0: int, i1: int, i2: int):
     """``(x0, y0, z0, x1, y1, z1, x2, y2, z2)``: the projected vertices from `project_vertices`."""
     return (
@@ -238,7 +238,7 @@ def _screen_vertices(vdata: np.ndarray, i0: int, i1: int, i2: int):
     )  # fmt: skip
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _clip_vertices(pos: np.ndarray, i0: int, i1: int, i2: int):
     """``(x0, y0, z0, w0, x1, ..., w2)``: the clip-space vertices in float64."""
     return (
