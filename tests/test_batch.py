@@ -298,6 +298,14 @@ def test_an_item_is_written_while_the_next_is_made_and_the_lines_keep_the_order(
     events = pipe.events
     assert events.index(("made", "impossible")) < events.index(("saved", "a mug"))  # made while "a mug" was written
     assert not (tmp_path / "out" / lines[2]["name"]).exists()
+    # one after the other: the same lines
+    pipe = _FakePipeline()
+    run_batch(read_manifest(tmp_path / "m.txt"), tmp_path / "one_by_one", pipeline=pipe, write_behind=False)
+    assert pipe.events[:4] == [("made", "a mug"), ("save starts", "a mug"), ("saved", "a mug"), ("made", "impossible")]
+    unstable = ("timings_s", "finished", "peak_memory_mb")
+    assert [{k: v for k, v in r.items() if k not in unstable} for r in result_lines(tmp_path / "one_by_one")] == [
+        {k: v for k, v in r.items() if k not in unstable} for r in lines
+    ]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities: Linux")

@@ -65,7 +65,7 @@ import torch
 from tqdm import tqdm
 
 from fourview.asset import Asset, SaveSettings, peak_memory_mb
-from fourview.atomic import TMP_MARK, remove_stale_temporaries, write_text_atomic
+from fourview.atomic import TMP_MARK, check_writable, remove_stale_temporaries, write_text_atomic
 from fourview.errors import InputError
 from fourview.pipeline import ExportSettings, FourViewPipeline, ModelSettings, SamplingSettings
 from fourview.views import PosedViews
@@ -468,6 +468,7 @@ def run_batch(
     retry_failed: bool = False,
     pipeline: FourViewPipeline | None = None,
     progress: bool = False,
+    write_behind: bool = True,
 ) -> BatchSummary:
     """Make shard ``rank``'s items into ``out_dir`` (see the module docstring), loading the models once.
 
@@ -481,6 +482,8 @@ def run_batch(
         retry_failed: run the items whose latest result is a failure again.
         pipeline: an already loaded pipeline to use instead of loading ``models``.
         progress: a progress bar over the items (with an ETA).
+        write_behind: write each item's folder in the writer thread while the next item is made
+            (False: one after the other, in this thread; the same files).
 
     Raises:
         InputError: an output folder that is a file, or holds other files than a batch's; another
@@ -521,13 +524,15 @@ def run_batch(
                 bar.set_postfix(failed=failed)
             bar.update()
 
-        with ThreadPoolExecutor(1, thread_name_prefix="batch-writer", initializer=_lower_priority) as writer:
+        writer = ThreadPoolExecutor(1, thread_name_prefix="batch-writer", initializer=_lower_priority)
+        submit = writer.submit if write_behind else _run_now
+        with writer:
             saving: tuple[BatchItem, Future] | None = None  # the item whose folder is being written
             for item in todo:
                 made = _make_item(pipe, item)
                 if saving is not None:
                     finish(*saving)
-                saving = (item, writer.submit(_save_item, made, out, save))
+                saving = (item, submit(_save_item, made, out, save))
             if saving is not None:
                 finish(*saving)
         bar.close()
@@ -541,9 +546,7 @@ def _check_output(out: Path) -> None:
         raise InputError(f"output folder is a file: {out}")
     if out.is_dir() and not _results_files(out) and any(not _is_temporary(p) for p in out.iterdir()):
         raise InputError(f"output folder {out} is not empty and holds no batch results; choose another")
-    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write the output folder {out}: {existing} is not a writable folder")
+    check_writable(out)
 
 
 def _plan(
@@ -670,6 +673,13 @@ def _failed(record: dict, error: Exception, timings: dict[str, float]) -> dict:
         message = f"{type(error).__name__}: {message}"
         logger.debug("item %s failed", record["name"], exc_info=error)
     return {**record, "status": "failed", "error": message, "timings_s": timings, "peak_memory_mb": peak_memory_mb()}
+
+
+def _run_now(fn, *args) -> Future:
+    """``fn(*args)`` run in this thread, as a finished `Future` (`run_batch` without ``write_behind``)."""
+    done = Future()
+    done.set_result(fn(*args))
+    return done
 
 
 def _lower_priority() -> None:
