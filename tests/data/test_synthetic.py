@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from fourview.data import glb
 from fourview.data import primitives as P
 from fourview.data import synthetic as S
 from fourview.errors import InputError
@@ -310,7 +311,7 @@ def test_write_synthetic_leaves_nothing_when_an_object_fails(tmp_path, monkeypat
         path.write_bytes(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(S, "export_glb", broken)
+    monkeypatch.setattr(glb, "export_glb", broken)  # write_synthetic imports it from there when it runs
     with pytest.raises(RuntimeError, match="disk full"):
         S.write_synthetic(tmp_path / "out", count=2, seed=0, progress=False)
     assert list((tmp_path / "out").iterdir()) == []
