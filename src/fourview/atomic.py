@@ -203,16 +203,61 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
 
 
 def check_output_folder(path: str | os.PathLike, overwrite: bool = False) -> None:
-    """Refuse an output folder that would mix two runs (see `atomic_folder`), before any work.
+    """Refuse an output folder that would mix two runs (see `atomic_folder`) or cannot be written, before any work.
+
+    Stale temporaries beside it (of a run killed before it finished) are removed.
 
     Raises:
-        InputError: ``path`` is a file, or a non-empty folder and not ``overwrite``.
+        InputError: ``path`` is a file, a non-empty folder and not ``overwrite``, or its folder
+            cannot be created or written.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise InputError(f"output folder is a file: {target}")
     if target.is_dir() and not overwrite and any(target.iterdir()):
         raise InputError(f"output folder {target} is not empty; choose another or pass --overwrite to replace it")
+    check_writable(target.parent, target)
+    remove_stale_temporaries(target.parent)
+
+
+def check_output_file(path: str | os.PathLike) -> None:
+    """Refuse an output file that is a folder or whose folder cannot be created or written, before any work.
+
+    Raises:
+        InputError: one line naming ``path``.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"output file is a folder: {target}")
+    check_writable(target.parent, target)
+
+
+def check_writable(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> None:
+    """Refuse a folder to write in that cannot be written, or created where it does not exist yet.
+
+    Tried, not guessed (permissions, read-only and special file systems, root): a temporary folder
+    is made in the nearest part of the path that exists, and removed at once.
+
+    Args:
+        folder: the folder files will be written in.
+        target: what the message names (the file or folder the user gave), if not ``folder``.
+
+    Raises:
+        InputError: one line naming ``target`` or ``folder``.
+    """
+    folder = Path(folder)
+    shown = folder if target is None else Path(target)
+    base = folder
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise InputError(f"cannot write {shown}: {base} is not a folder")
+    probe = _temporary_name(base / "probe")
+    try:
+        probe.mkdir(mode=0o700)
+        probe.rmdir()
+    except OSError as error:
+        raise InputError(f"cannot write {shown}: cannot create files in {base} ({error.strerror or error})") from None
 
 
 def _replace_folder(new: Path, target: Path) -> None:

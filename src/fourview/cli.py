@@ -177,10 +177,20 @@ def _data_render_command() -> click.Command:
         """
         from dataclasses import replace
 
+        from fourview.atomic import check_writable
         from fourview.data.dataset_renderer import render_dataset, resolve_inputs, write_webdataset
 
-        if workers < 1:
-            raise InputError(f"--workers must be >= 1, got {workers}")
+        # Bounds of the sizes and counts (memory: the rasterizer holds (res x supersample)^2 pixels per image).
+        limits = {
+            "--workers": (workers, 1, 256),
+            "--res": (settings.resolution, 1, 4096),
+            "--supersample": (settings.supersample, 1, 8),
+            "--random": (settings.num_random, 0, 10_000),
+        }
+        for flag, (value, low, high) in limits.items():
+            if not low <= value <= high:
+                raise InputError(f"{flag} must be in [{low}, {high}], got {value}")
+        check_writable(out_dir)
         settings = replace(settings, lighting=lighting)
         sources = resolve_inputs(list(inputs), up_axis=up_axis, objects_json=objects_json)
         if subset != "all":
@@ -656,13 +666,14 @@ def _export_command() -> click.Command:
 
         import torch
 
-        from fourview.atomic import write_text_atomic
+        from fourview.atomic import check_output_file, write_text_atomic
         from fourview.export.exporter import export_field
         from fourview.export.presets import export_preset, reexport_config
         from fourview.export.preview import write_previews
         from fourview.meshio import write_mesh_files
         from fourview.recon.saved_field import load_field, load_field_config, load_field_metadata, load_saved_views
 
+        check_output_file(out_path)
         overrides = export.overrides()
         base = replace(export_preset(preset), **overrides)
         cfg = reexport_config(load_field_config(reconstruction), load_field_metadata(reconstruction), base, overrides)
@@ -802,8 +813,10 @@ def _train_recon_command() -> click.Command:
     @_dataclass_options(TrainConfig, required=("data", "out"))
     def train_recon(config: TrainConfig) -> None:
         """Train the triplane reconstructor on the dataset renderer's output (stage A volume, stage B DMTet)."""
+        from fourview.atomic import check_writable
         from fourview.recon.train import train as run
 
+        check_writable(config.out)
         result = run(config)
         val = "" if result.val is None else f"; validation {result.val}"
         click.echo(f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}{val}")
@@ -819,8 +832,10 @@ def _train_mvgen_command() -> click.Command:
     @_dataclass_options(MVGenTrainConfig, required=("data", "out"))
     def train_mvgen(config: MVGenTrainConfig) -> None:
         """Train the multi-view generator (SDXL 2x2 grids): LoRA or full fine-tune of --init, or --from-scratch."""
+        from fourview.atomic import check_writable
         from fourview.mvgen.train import train as run
 
+        check_writable(config.out)
         result = run(config)
         click.echo(
             f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
