@@ -37,7 +37,7 @@ from fourview.matting import Matte, MattingConfig, remove_background
 from fourview.mvgen.blobs import BLOB_SIGMA, check_strength
 from fourview.mvgen.image_prompt import PHOTO_PROMPT, demo_photo_warning
 from fourview.mvgen.prompt_check import unfamiliar_prompt_warning
-from fourview.pretrained import resolve_weights
+from fourview.pretrained import resolve_lora, resolve_weights
 from fourview.recon.model import Reconstructor
 from fourview.recon.optimize import OptimizeConfig, optimize_field
 from fourview.recon.refine import RefineConfig, refine_reconstruction
@@ -55,6 +55,8 @@ MAX_SEED = 2**63 - 1
 MAX_STEPS = 1000
 MAX_CANDIDATES = 16
 MAX_GRID_SIZE = 4096
+MAX_FIT_STEPS = 10_000
+"""Most steps of the per-object fit or refinement (`FitSettings`): 16 times the fit's default."""
 
 
 @dataclass(frozen=True)
@@ -180,8 +182,8 @@ class FitSettings:
     ball's); by default, with every view from above, it starts cut there: a flat bottom."""
 
     def __post_init__(self) -> None:
-        if self.steps is not None and not 1 <= self.steps <= 100_000:
-            raise InputError(f"--steps must be in [1, 100000], got {self.steps}")
+        if self.steps is not None and not 1 <= self.steps <= MAX_FIT_STEPS:
+            raise InputError(f"--steps must be in [1, {MAX_FIT_STEPS}], got {self.steps}")
         if self.resolution is not None and not 8 <= self.resolution <= 2048:
             raise InputError(f"--res must be in [8, 2048] pixels, got {self.resolution}")
 
@@ -234,8 +236,8 @@ def check_device(device: str) -> torch.device:
     """
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or mps): {e}") from None
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}; expected cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -329,6 +331,7 @@ class FourViewPipeline:
         mvgen_src = None if mvgen is None else resolve_weights(mvgen, "mvgen")
         student_src = None if student is None else resolve_weights(student, "student")
         recon_src = None if recon is None else resolve_weights(recon, "recon")
+        lora = None if lora is None else resolve_lora(lora)
         if mvgen is None and (student is not None or lora is not None):
             raise InputError("a student or LoRA needs a generator (mvgen)")
         generator = None
