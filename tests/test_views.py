@@ -6,7 +6,7 @@ from PIL import Image
 
 from fourview.cameras import Camera, orthogonal_rig, views_to_grid
 from fourview.errors import InputError
-from fourview.images import write_png
+from fourview.images import MIN_VIEW_SIDE, write_png
 from fourview.views import RIG_VIEW_NAMES, PosedViews
 
 
@@ -23,7 +23,7 @@ def _grid(views: np.ndarray) -> np.ndarray:
 
 def test_four_views_and_grid_give_the_same_posed_views(tmp_path):
     rng = np.random.default_rng(0)
-    views = rng.random((4, 8, 8, 4)).round(2).astype(np.float32)
+    views = rng.random((4, 16, 16, 4)).round(2).astype(np.float32)
     paths = [save(tmp_path / f"{i}.png", v) for i, v in enumerate(views)]
     from_views = PosedViews.read(paths, 30.0)
     grid_path = save(tmp_path / "grid.png", _grid(from_views.images))
@@ -96,9 +96,9 @@ def test_rig_elevation_rejects_views_that_are_not_the_rig():
 
 
 def test_bad_inputs(tmp_path):
-    a = save(tmp_path / "a.png", np.ones((8, 8, 3)))
-    b = save(tmp_path / "b.png", np.ones((6, 6, 3)))
-    wide = save(tmp_path / "wide.png", np.ones((8, 10, 3)))
+    a = save(tmp_path / "a.png", np.ones((20, 20, 3)))
+    b = save(tmp_path / "b.png", np.ones((18, 18, 3)))
+    wide = save(tmp_path / "wide.png", np.ones((32, 40, 3)))
     with pytest.raises(InputError, match="4 view images"):
         PosedViews.read([a, a])
     with pytest.raises(InputError, match="same size"):
@@ -152,9 +152,21 @@ def test_from_cameras_json_errors(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(InputError, match="cannot read"):
         PosedViews.from_cameras_json(paths, tmp_path / "broken.json")
-    write_png(tmp_path / "2.png", np.zeros((8, 8, 4), np.float32) + 0.5)
+    write_png(tmp_path / "2.png", np.zeros((24, 24, 4), np.float32) + 0.5)
     meta = json.loads(cams_json.read_text())
-    meta["frames"][2]["resolution"] = [8, 8]
+    meta["frames"][2]["resolution"] = [24, 24]
     cams_json.write_text(json.dumps(meta))
     with pytest.raises(InputError, match="same size"):
         PosedViews.from_cameras_json(paths, cams_json)
+
+
+def test_views_too_small_to_hold_a_shape_are_refused(tmp_path):
+    """Four 1x1 (or 8x8) views would still give a full mesh: at least MIN_VIEW_SIDE a side, twice that for a grid."""
+    small = save(tmp_path / "small.png", np.ones((MIN_VIEW_SIDE - 1, MIN_VIEW_SIDE - 1, 3)))
+    with pytest.raises(InputError, match=rf"15x15 pixels: too small \(at least {MIN_VIEW_SIDE} pixels a side\)"):
+        PosedViews.read([small] * 4)
+    grid = save(tmp_path / "grid.png", np.ones((2 * MIN_VIEW_SIDE - 2, 2 * MIN_VIEW_SIDE - 2, 3)))
+    with pytest.raises(InputError, match=rf"too small \(at least {2 * MIN_VIEW_SIDE} pixels a side\)"):
+        PosedViews.read([grid])
+    ok = save(tmp_path / "ok.png", np.ones((MIN_VIEW_SIDE, MIN_VIEW_SIDE, 3)))
+    assert PosedViews.read([ok] * 4).resolution == (MIN_VIEW_SIDE, MIN_VIEW_SIDE)

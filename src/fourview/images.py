@@ -29,6 +29,9 @@ MAX_IMAGE_PIXELS: int = 40_000_000
 decompression bombs (a small file declaring a huge image), are refused before their pixels are decoded."""
 MIN_PHOTO_SIDE: int = 16
 """Smallest side of a photo to find an object in, pixels (`fourview.matting`)."""
+MIN_VIEW_SIDE: int = 16
+"""Smallest side of a view file to reconstruct from, pixels (`fourview.views.PosedViews.read`): smaller views
+hold no shape to speak of, yet the reconstructor would still make a full mesh of them."""
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
@@ -57,6 +60,8 @@ def read_rgba(path: str | os.PathLike, min_side: int = 2) -> np.ndarray:
             with Image.open(path) as im:
                 _check_image_size(path, im.size, min_side)
                 rgba = _to_rgba(ImageOps.exif_transpose(im))
+    except InputError:  # the size checks' own message (InputError is a ValueError)
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
             f"image {path} declares more pixels than Pillow decodes safely (a decompression bomb?); "

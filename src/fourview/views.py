@@ -36,7 +36,7 @@ from fourview.cameras import (
     perspective,
 )
 from fourview.errors import InputError
-from fourview.images import WHITE_ALPHA_HIGH, composite_on_white, read_rgba
+from fourview.images import MIN_VIEW_SIDE, WHITE_ALPHA_HIGH, composite_on_white, read_rgba
 
 RIG_VIEW_NAMES: tuple[str, ...] = tuple(f"az {int(a)}" for a in RIG_AZIMUTHS_DEG)
 """Names of the four rig views, in rig order."""
@@ -123,12 +123,13 @@ class PosedViews:
         """Read four rig view files (rig order) or one 2x2 grid image file.
 
         Raises:
-            InputError: not 4 views nor 1 grid, unreadable files, views of different sizes, or a grid
-                that is not square with an even side.
+            InputError: not 4 views nor 1 grid, unreadable files, views smaller than `MIN_VIEW_SIDE`
+                or of different sizes, or a grid that is not square with an even side.
         """
         if len(paths) not in (1, 4):
             raise InputError(f"expected 4 view images (az 0, 90, 180, 270) or one 2x2 grid image, got {len(paths)}")
-        images = [read_rgba(p) for p in paths]
+        min_side = MIN_VIEW_SIDE * (2 if len(paths) == 1 else 1)  # a grid holds two views a side
+        images = [read_rgba(p, min_side) for p in paths]
         if len(images) == 1:
             try:
                 return cls.from_grid(images[0], elevation_deg)
@@ -149,8 +150,8 @@ class PosedViews:
         camera; its ``resolution`` must be the image's size.
 
         Raises:
-            InputError: an unreadable file, an image without a frame, a size that does not match its
-                frame, or images of different sizes.
+            InputError: an unreadable file, an image without a frame or smaller than `MIN_VIEW_SIDE`, a
+                size that does not match its frame, or images of different sizes.
         """
         path = Path(cameras_json)
         try:
@@ -167,7 +168,7 @@ class PosedViews:
             frame = by_path.get(Path(p).resolve())
             if frame is None:
                 raise InputError(f"{p} has no frame in {path} (frames name images relative to that file's folder)")
-            img = read_rgba(p)
+            img = read_rgba(p, MIN_VIEW_SIDE)
             try:
                 h, w = (int(v) for v in frame["resolution"])
                 m = np.asarray(frame["c2w"], dtype=np.float64)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fourview.cameras import DEFAULT_ELEVATION_DEG
 from fourview.errors import InputError
-from fourview.images import MIN_PHOTO_SIDE, read_rgba, write_png
+from fourview.images import MIN_PHOTO_SIDE, MIN_VIEW_SIDE, read_rgba, write_png
 from fourview.matting import MattingConfig, MattingMethod, needs_background_removal, remove_background
 from fourview.pipeline import MAX_SEED, ExportSettings, SamplingSettings
 from fourview.views import PosedViews
@@ -197,7 +197,7 @@ def write_views_inputs(uploads: list[Upload], settings: JobSettings, folder: Pat
         raise InputError(f"a views job takes 4 photos (az 0, 90, 180, 270), got {len(uploads)}")
     images = []
     for i, upload in enumerate(uploads):
-        images.append(_read_upload(upload, check_upload(upload, max_bytes), folder, f"upload_{i}", 2))
+        images.append(_read_upload(upload, check_upload(upload, max_bytes), folder, f"upload_{i}", MIN_VIEW_SIDE))
     names = [display_name(u.name) for u in uploads]
     sizes = {image.shape[:2] for image in images}
     if len(sizes) != 1:
