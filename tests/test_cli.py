@@ -80,6 +80,21 @@ def test_console_script_help():
 
 
 @pytest.mark.parametrize(
+    "args, code, stdout, stderr",
+    [
+        (["data", "synth", "--count", "1", "--quiet", "-o", "objs"], 0, "wrote 1 objects to objs\n", ""),
+        (["data", "synth", "--count", "0", "-o", "objs"], 2, "", "fourview: error: --count must be >= 1, got 0\n"),
+        (["--version"], 0, "fourview, version", ""),
+    ],
+)
+def test_the_command_line_ends_with_its_status_and_all_its_output(args, code, stdout, stderr, tmp_path):
+    """`main` ends the process at once (`_exit_now`): the status and the buffered output must still come out."""
+    out = subprocess.run([sys.executable, "-m", "fourview.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (code, stderr)
+    assert out.stdout.startswith(stdout)
+
+
+@pytest.mark.parametrize(
     "args, needles",
     [
         (["--help"], ("train", "generate")),
@@ -178,6 +193,7 @@ def spy():
     states.append(gc.isenabled())
     done()
 cli._startup_done = spy
+cli._exit_now = sys.exit  # the process would end in main, before the line below
 try:
     cli.main({argv})
 except SystemExit as e:

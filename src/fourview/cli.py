@@ -6,11 +6,15 @@ on stderr and exit with status 2; nothing half-written is left behind.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
+import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import click
 
@@ -1172,10 +1176,20 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turning user errors into one line on stderr and exit status 2.
 
     On the process's own command line (``argv`` None) the garbage collector is off during start-up
-    (`_pause_collector`); a caller's process keeps its collector as it is.
+    (`_pause_collector`) and the process ends without tearing its modules down (`_exit_now`); a
+    caller's process keeps its collector and its interpreter as they are.
     """
-    if argv is None:
-        _pause_collector()
+    if argv is not None:
+        _run(argv)
+    _pause_collector()
+    try:
+        _run(None)
+    except SystemExit as e:
+        _exit_now(e.code)
+
+
+def _run(argv: list[str] | None) -> NoReturn:
+    """Run the command; ends in `SystemExit` with the command's exit status."""
     try:
         rv = cli.main(args=argv, prog_name="fourview", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -1193,6 +1207,27 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         _startup_done()  # a command that stopped before its models loaded
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _exit_now(code: int | str | None) -> NoReturn:
+    """End this process with ``code`` (as `SystemExit` reads it) without tearing its modules down.
+
+    The exit handlers run and the streams are flushed, as at a normal exit; what is skipped is
+    freeing the modules and objects one by one, most of a second after a command that loaded torch
+    and diffusers (docs/benchmarks.md). While threads of the command still run, the process ends as
+    usual (after them).
+    """
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # logging's flush, multiprocessing's clean-up, finalizers: what an exit runs
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream: nothing left to flush
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
