@@ -92,6 +92,15 @@ def test_fit_is_seeded_and_leaves_the_global_generator_alone(rig):
     assert optimize_field(rig, replace(quick, seed=1)).history != first
 
 
+def test_fit_on_two_threads_is_the_fit_on_one(rig):
+    """The searches along rays run in chunks on a pool of threads: the same numbers as on one."""
+    quick = replace(TINY, steps=6, init_steps=3, texture_steps=2, stereo_resolution=32, hull_margin=0.1)
+    one = optimize_field(rig, replace(quick, num_threads=1))
+    two = optimize_field(rig, replace(quick, num_threads=2))
+    assert one.history == two.history
+    assert torch.equal(one.field.planes, two.field.planes)
+
+
 def test_fit_with_the_stereo_term_keeps_the_silhouettes(rig):
     result = optimize_field(rig, replace(TINY, stereo_weight=1.0, stereo_start_fraction=0.4, stereo_resolution=32))
     stereo = [h["stereo"] for h in result.history if "stereo" in h]
@@ -175,6 +184,7 @@ def test_fully_opaque_or_transparent_views_are_rejected(rig):
         ({"stereo_blur_end_px": 0.0}, "stereo blur widths must be positive"),
         ({"smooth_scale": 0.0}, "smooth scale must be positive"),
         ({"smooth_hull_radius": -0.1}, "smooth hull radius must be >= 0"),
+        ({"hull_margin": -0.1}, "hull margin must be >= 0"),
     ],
 )
 def test_bad_config_is_an_input_error(bad, message):

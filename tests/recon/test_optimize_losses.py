@@ -7,7 +7,8 @@ import torch
 
 from fourview.cameras import orthogonal_rig, project_points
 from fourview.recon.model import camera_rays
-from fourview.recon.optimize_losses import StereoViews, first_hits, ray_min_sdf, stereo_loss
+from fourview.recon.optimize_losses import StereoViews, first_hits, hull_bounds, ray_min_sdf, stereo_loss
+from fourview.recon.render_volume import intersect_box
 from fourview.views import PosedViews
 from tests.recon.posed_sphere import RADIUS, sphere_views
 
@@ -101,3 +102,52 @@ def test_ray_min_sdf_is_the_ray_s_distance_from_the_surface():
     assert (dmin[~miss] <= 1e-3).all() and torch.isnan(t_hit[miss]).all() and torch.isfinite(t_hit[~miss]).all()
     dmin.sum().backward()
     assert float(ball.radius.grad) == -len(dmin)  # d(|x| - r)/dr at every minimum
+
+
+def _ball_grid(res: int = 64) -> torch.Tensor:
+    """The ball's signed distance on the [res]^3 grid of `fourview.recon.visual_hull.grid_lookup`."""
+    lin = torch.linspace(-1.0, 1.0, res)
+    x, y, z = torch.meshgrid(lin, lin, lin, indexing="ij")
+    return (x.square() + y.square() + z.square()).sqrt() - RADIUS
+
+
+def test_hull_bounds_hold_every_point_near_the_hull_and_keep_the_chord_elsewhere():
+    o, d, closest = _rays_at_the_ball(256)
+    margin = 0.1
+    lo, hi, meets = hull_bounds(_ball_grid(), o, d, margin)
+    near, far = intersect_box(o, d, 1.0)
+    assert (lo >= near).all() and (hi <= far).all() and (lo <= hi).all()
+    # Points of a ray closer than the margin to the ball lie between the bounds.
+    t = near[:, None] + (far - near)[:, None] * torch.linspace(0.0, 1.0, 512)
+    close = (o[:, None] + t[..., None] * d[:, None]).norm(dim=-1) - RADIUS < margin - 0.02  # grid slack
+    assert close.any(-1).sum() > 100
+    assert ((t >= lo[:, None]) & (t <= hi[:, None]))[close].all()
+    # ... and the bounds are tight: 0.1 + lookup spacing and grid slack beyond the ball's shell.
+    at_lo, at_hi = (o + lo[:, None] * d).norm(dim=-1), (o + hi[:, None] * d).norm(dim=-1)
+    passing = closest < RADIUS + margin - 0.05
+    assert (at_lo[passing] < RADIUS + margin + 0.05).all() and (at_hi[passing] < RADIUS + margin + 0.05).all()
+    # Rays that pass far from it keep their whole chord.
+    far_rays = closest > RADIUS + margin + 0.05
+    assert far_rays.any() and torch.equal(lo[far_rays], near[far_rays]) and torch.equal(hi[far_rays], far[far_rays])
+    assert meets[passing].all() and not meets[far_rays].any()
+
+
+def test_searches_between_bounds_match_the_whole_chord():
+    """Between `hull_bounds`, half the samples find the same least distance and first hits as the
+    whole chord does."""
+    o, d, closest = _rays_at_the_ball()
+    ball = _Ball(RADIUS)
+    bounds = hull_bounds(_ball_grid(), o, d, 0.1)[:2]
+    g = torch.Generator().manual_seed(1)
+    dmin, _, t_hit = ray_min_sdf(ball, o, d, 24, g, bounds)
+    ref, _, t_ref = ray_min_sdf(ball, o, d, 48, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(dmin, ref, atol=2e-3, rtol=0)
+    assert torch.equal(torch.isnan(t_hit), torch.isnan(t_ref))
+    b = (o * d).sum(-1)
+    t_true = -b - (b.square() - (o.square().sum(-1) - RADIUS**2)).clamp(min=0).sqrt()
+    hit = torch.isfinite(t_ref)
+    # The crossing interpolated between samples: as close to the surface with half the samples.
+    assert (t_hit - t_true)[hit].abs().max() <= max(0.005, float((t_ref - t_true)[hit].abs().max()))
+    hits = first_hits(ball.sdf, o, d, 16, bounds=bounds)
+    assert torch.equal(torch.isnan(hits), torch.isnan(t_ref))
+    assert float((hits - t_true)[hit].abs().max()) < 0.01  # as `first_hits` with 32 over the chord

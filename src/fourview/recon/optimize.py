@@ -13,8 +13,9 @@ views with known cameras (`fourview.views.PosedViews`: the four rig views, or im
 2. fit, coarse to fine (geometry planes at half resolution for the first ``coarse_fraction`` of the
    steps, then upsampled; the silhouette's edge width shrinks from ``edge_start_px`` to
    ``edge_end_px`` pixels) with Adam on random rays of the views each step (half of them near the
-   silhouettes' outlines). The terms (`fourview.recon.optimize_losses`): silhouette (the least SDF
-   along a ray as an anti-aliased coverage), colour at the first zero crossing of rays inside the
+   silhouettes' outlines), sampled where they pass near the visual hull (``hull_margin``). The
+   terms (`fourview.recon.optimize_losses`): silhouette (the least SDF along a ray as an
+   anti-aliased coverage), colour at the first zero crossing of rays inside the
    silhouette (the surface point carries no gradient: colour never bends the shape), eikonal,
    smoothness (a curvature penalty, only near the hull's thick parts, ``smooth_hull_radius``: thin
    handles, rims and legs keep their silhouettes' shape), and after the first
@@ -33,6 +34,8 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,6 +53,7 @@ from fourview.recon.optimize_losses import (
     eikonal_and_smoothness,
     first_hits,
     follow_surface,
+    hull_bounds,
     ray_min_sdf,
     resize_views,
     silhouette_loss,
@@ -101,8 +105,16 @@ class OptimizeConfig:
     """Hidden layers of each decoder MLP."""
     rays_per_step: int = 4096
     """Rays per step, over all views; half of them near the silhouettes' outlines."""
-    samples_per_ray: int = 48
-    """Samples per ray for the least SDF along it (then 8 more around the smallest)."""
+    samples_per_ray: int = 24
+    """Samples per ray for the least SDF along it and its first surface hit (then 8 more around the
+    smallest), between the bounds ``hull_margin`` sets; rays that pass farther from the hull take a
+    third as many (at least 8) over their chord through the cube."""
+    hull_margin: float | None = 0.1
+    """Where the samples along a ray go: between the first and the last point of the ray within
+    this distance of the views' visual hull (object units; a fitted surface lies inside the hull),
+    so that they are dense where the surface can be, while the rays that pass farther keep their
+    whole chord (they keep stray surface away). None: every ray's whole chord, ``samples_per_ray``
+    samples each."""
     texture_steps: int = 200
     """Steps of the final texture stage: geometry frozen, the texture planes fitted to the colours
     of every input pixel (at up to ``texture_view_resolution``) at its ray's first surface hit."""
@@ -163,9 +175,10 @@ class OptimizeConfig:
     """... and at the end (1/4: the slope of a box-filtered, anti-aliased edge)."""
     seed: int = 0
     """Seeds the start planes, the decoder's initial weights and every random draw of the fit."""
-    num_threads: int = 1
-    """torch threads during the fit, restored after (its ops are small: one thread is fastest on a
-    shared CPU; 0 leaves torch's setting)."""
+    num_threads: int = 0
+    """Threads of the fit: its searches along rays (the SDF without autograd, most of its work) run
+    on this many, in chunks of points; torch's own ops on one (they are small: more threads only
+    wait on each other on a shared CPU), restored after. 0: as many as torch's setting."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -191,6 +204,8 @@ class OptimizeConfig:
             raise InputError("stereo blur widths must be positive")
         if self.smooth_hull_radius < 0:
             raise InputError(f"smooth hull radius must be >= 0, got {self.smooth_hull_radius}")
+        if self.hull_margin is not None and self.hull_margin < 0:
+            raise InputError(f"hull margin must be >= 0 (or None), got {self.hull_margin}")
         if not self.smooth_scale > 0:
             raise InputError(f"smooth scale must be positive, got {self.smooth_scale}")
         if not 0.0 <= self.stereo_start_fraction < 1.0:
@@ -221,11 +236,23 @@ class OptimizeResult:
         return self.history[-1]["loss"] if self.history else float("nan")
 
 
+_SEARCH_CHUNK = 8192
+"""Points per call of the field's SDF without autograd: the decoder's activations of one chunk stay
+in the CPU's cache (one call on a whole step's samples is memory-bound)."""
+
+
 class _Field:
     """The triplane SDF + colour field being fitted (split planes, concat merge)."""
 
-    def __init__(self, cfg: OptimizeConfig, planes: torch.Tensor, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        cfg: OptimizeConfig,
+        planes: torch.Tensor,
+        generator: torch.Generator,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.pool = pool
         # The decoder's weights come from a stream of their own, seeded as the fit is.
         decoder_gen = torch.Generator().manual_seed(cfg.seed)
         self.decoder = TriplaneDecoder(self.decoder_config(cfg), cfg.plane_channels, cfg.texture_channels, decoder_gen)
@@ -239,9 +266,25 @@ class _Field:
         return DecoderConfig(hidden_channels=cfg.hidden_channels, hidden_layers=cfg.hidden_layers, geometry="sdf")
 
     def sdf(self, xyz: torch.Tensor) -> torch.Tensor:
-        """[N, 3] -> [N] signed distance."""
+        """[N, 3] -> [N] signed distance.
+
+        Without autograd (the searches along rays, most of the fit's work), in chunks of
+        `_SEARCH_CHUNK` points, on the pool's threads when there is one: the same numbers.
+        """
+        if torch.is_grad_enabled() or len(xyz) <= _SEARCH_CHUNK:
+            return self._sdf(xyz)
+        chunks = xyz.split(_SEARCH_CHUNK)
+        if self.pool is None:
+            return torch.cat([self._sdf(c) for c in chunks])
+        return torch.cat(list(self.pool.map(self._sdf_no_grad, chunks)))
+
+    def _sdf(self, xyz: torch.Tensor) -> torch.Tensor:
         feats = sample_triplane(self.planes, xyz[None])[0]  # [N, 3, C]
         return self.decoder.geometry_mlp(feats.flatten(-2))[..., 0]
+
+    @torch.no_grad()  # autograd's mode is per thread
+    def _sdf_no_grad(self, xyz: torch.Tensor) -> torch.Tensor:
+        return self._sdf(xyz)
 
     def color(self, xyz: torch.Tensor) -> torch.Tensor:
         """[N, 3] -> [N, 3] sRGB."""
@@ -342,7 +385,34 @@ def _start_target(cfg: OptimizeConfig, occ: np.ndarray | None):
     return (lambda x: grid_lookup(grid, x)), surface
 
 
-def _fit_texture(fld: _Field, views: PosedViews, cfg: OptimizeConfig, gen: torch.Generator, bar) -> list[dict]:
+def _search_rays(
+    fld: _Field,
+    o: torch.Tensor,
+    d: torch.Tensor,
+    bounds: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    n: int,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`ray_min_sdf` of a step's rays [R, 3]. With ``bounds`` (lo, hi, meets [R] of `hull_bounds`),
+    the rays that pass near the hull take ``n`` samples between lo and hi, the others a third as many
+    over their chord: they only keep stray surface away, far from where the fit's surface is."""
+    if bounds is None:
+        return ray_min_sdf(fld, o, d, n, gen)
+    lo, hi, meets = bounds
+    near_hull, away = meets.nonzero()[:, 0], (~meets).nonzero()[:, 0]
+    parts = []
+    if len(near_hull):
+        parts.append(ray_min_sdf(fld, o[near_hull], d[near_hull], n, gen, (lo[near_hull], hi[near_hull])))
+    if len(away):
+        parts.append(ray_min_sdf(fld, o[away], d[away], max(8, n // 3), gen))
+    inverse = torch.empty_like(meets, dtype=torch.long)
+    inverse[torch.cat([near_hull, away])] = torch.arange(len(meets))
+    return tuple(torch.cat(group)[inverse] for group in zip(*parts))
+
+
+def _fit_texture(
+    fld: _Field, views: PosedViews, cfg: OptimizeConfig, gen: torch.Generator, bar, hull: torch.Tensor | None
+) -> list[dict]:
     """Texture stage: fit the texture planes to the views' pixels at their first hits (geometry frozen).
 
     Each pixel's colour is a target at its ray's first surface point, weighted by how squarely the
@@ -355,7 +425,8 @@ def _fit_texture(fld: _Field, views: PosedViews, cfg: OptimizeConfig, gen: torch
     o, d = view_rays(views, (h, w))
     keep = alpha.reshape(-1) > 0.99
     o, d, target = o[keep], d[keep], rgb.reshape(-1, 3)[keep]
-    t = first_hits(fld.sdf, o, d, cfg.samples_per_ray)
+    bounds = None if hull is None else hull_bounds(hull, o, d, cfg.hull_margin)[:2]
+    t = first_hits(fld.sdf, o, d, cfg.samples_per_ray, bounds=bounds)
     ok = torch.isfinite(t)
     pts, target, d = (o + t[:, None] * d)[ok], target[ok], d[ok]
     if len(pts) == 0:
@@ -365,8 +436,11 @@ def _fit_texture(fld: _Field, views: PosedViews, cfg: OptimizeConfig, gen: torch
             [F.normalize(fld.gradient(c, 1.0 / cfg.plane_resolution), dim=-1) for c in pts.split(8192)]
         )
     weight = (-(normals * d).sum(-1)).clamp(min=0.0) ** 4 + 1e-3  # [N]
-    opt = torch.optim.Adam([{"params": [fld.texture_planes], "lr": 2.0 * cfg.lr},
-                            {"params": list(fld.decoder.texture_mlp.parameters()), "lr": cfg.lr / 5.0}])  # fmt: skip
+    groups = [
+        {"params": [fld.texture_planes], "lr": 2.0 * cfg.lr},
+        {"params": list(fld.decoder.texture_mlp.parameters()), "lr": cfg.lr / 5.0},
+    ]
+    opt = torch.optim.Adam(groups, fused=True)
     history = []
     for step in range(cfg.texture_steps):
         decay = 0.1 ** (step / max(1, cfg.texture_steps))
@@ -405,15 +479,18 @@ def optimize_field(
     """
     check_view_set(views)
     threads = torch.get_num_threads()
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
+    workers = config.num_threads or threads
+    torch.set_num_threads(1)
     try:
-        return _optimize_field(views, config, progress)
+        with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+            return _optimize_field(views, config, progress, pool)
     finally:
         torch.set_num_threads(threads)
 
 
-def _optimize_field(views: PosedViews, cfg: OptimizeConfig, progress: bool) -> OptimizeResult:
+def _optimize_field(
+    views: PosedViews, cfg: OptimizeConfig, progress: bool, pool: ThreadPoolExecutor | None
+) -> OptimizeResult:
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed)
     alpha, rgb = resize_views(views.images, cfg.resolution)  # [V, H, W], [V, H, W, 3]
@@ -430,15 +507,19 @@ def _optimize_field(views: PosedViews, cfg: OptimizeConfig, progress: bool) -> O
 
     coarse_r = cfg.plane_resolution // 2 if cfg.coarse_fraction > 0 else cfg.plane_resolution
     planes = 0.05 * torch.randn(1, 3, cfg.plane_channels, coarse_r, coarse_r, generator=gen)
-    fld = _Field(cfg, planes, gen)
+    fld = _Field(cfg, planes, gen, pool)
 
     # 1. Start shape.
-    occ = _visual_hull(views, alpha) if cfg.init == "hull" or cfg.smooth_hull_radius > 0 else None
+    need_hull = cfg.init == "hull" or cfg.smooth_hull_radius > 0 or cfg.hull_margin is not None
+    occ = _visual_hull(views, alpha) if need_hull else None
+    # The whole hull (before the flat bottom's cut: the fit may grow below it) bounds the samples.
+    hull_grid = torch.from_numpy(hull_sdf(occ)) if cfg.hull_margin is not None else None
+    bounds_all = None if hull_grid is None else hull_bounds(hull_grid, origins, dirs, cfg.hull_margin)  # [V*H*W] each
     if occ is not None and cfg.flat_bottom:
         occ = _flat_bottom(views, alpha, occ)
     target_fn, surface = _start_target(cfg, occ)
     thick = _thick_parts(occ, cfg.smooth_hull_radius) if cfg.smooth_hull_radius > 0 else None
-    opt = torch.optim.Adam(fld.parameters())
+    opt = torch.optim.Adam(fld.parameters(), fused=True)
     history: list[dict] = []
     bar = tqdm(
         total=cfg.init_steps + cfg.steps + cfg.texture_steps,
@@ -476,7 +557,7 @@ def _optimize_field(views: PosedViews, cfg: OptimizeConfig, progress: bool) -> O
     for step in range(cfg.steps):
         if step == coarse_steps and coarse_r != cfg.plane_resolution:
             fld.upsample(cfg.plane_resolution)
-            opt = torch.optim.Adam(fld.parameters())
+            opt = torch.optim.Adam(fld.parameters(), fused=True)
         frac = step / max(1, cfg.steps - 1)
         edge = cfg.edge_start_px * (cfg.edge_end_px / cfg.edge_start_px) ** frac
         decay = 1.0 if frac < 0.7 else 0.1 ** ((frac - 0.7) / 0.3)
@@ -488,7 +569,8 @@ def _optimize_field(views: PosedViews, cfg: OptimizeConfig, progress: bool) -> O
             torch.randint(n_pix, (cfg.rays_per_step - n_band,), generator=gen),
         ])  # fmt: skip
         o, d = origins[ids], dirs[ids]
-        dmin, t_min, t_hit = ray_min_sdf(fld, o, d, cfg.samples_per_ray, gen)
+        bounds = None if bounds_all is None else tuple(b[ids] for b in bounds_all)
+        dmin, t_min, t_hit = _search_rays(fld, o, d, bounds, cfg.samples_per_ray, gen)
         l_sil = silhouette_loss(dmin, t_min, px_angle[ids], edge, alpha_f[ids])
 
         hit = (alpha_f[ids] > 0.99) & torch.isfinite(t_hit)
@@ -524,6 +606,6 @@ def _optimize_field(views: PosedViews, cfg: OptimizeConfig, progress: bool) -> O
             history.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", sil=f"{rec['silhouette']:.4f}")
     if cfg.texture_steps > 0:
-        history += _fit_texture(fld, views, cfg, gen, bar)
+        history += _fit_texture(fld, views, cfg, gen, bar, hull_grid)
     bar.close()
     return OptimizeResult(fld.triplane_field(), fld.recon_config(h), history, time.perf_counter() - start)

@@ -4,11 +4,11 @@ The fitted field is an SDF (`SDFField`: ``sdf`` and a finite-difference ``gradie
 reads it along rays of the views (`view_rays`, pixel centres of `fourview.views.PosedViews`):
 
 - silhouette (`ray_min_sdf`, `silhouette_loss`): a ray's coverage is ``sigmoid(-d / (e * p))``
-  where ``d`` is the least signed distance along the ray (stratified samples, refined around the
-  smallest by 8 more), ``p`` the pixel's footprint at that depth and ``e`` the edge width in
-  pixels. For a true SDF, ``d`` is how far the ray passes from the surface, so with ``e = 1/4``
-  this is the coverage of an anti-aliased (box-filtered) outline: the inputs' soft edges are
-  matched, not thresholded;
+  where ``d`` is the least signed distance along the ray (stratified samples where the ray passes
+  near the visual hull, `hull_bounds`, refined around the smallest by 8 more), ``p`` the pixel's
+  footprint at that depth and ``e`` the edge width in pixels. For a true SDF, ``d`` is how far the
+  ray passes from the surface, so with ``e = 1/4`` this is the coverage of an anti-aliased
+  (box-filtered) outline: the inputs' soft edges are matched, not thresholded;
 - eikonal and smoothness (`eikonal_and_smoothness`): ``(|grad sdf| - 1)^2`` near the surface and
   in the cube, so that the SDF stays a distance (which the silhouette model needs); and
   ``|n(x) - n(x + eps)|^2`` between normals of nearby points near the surface, a curvature penalty
@@ -45,6 +45,7 @@ __all__ = [
     "first_hits",
     "follow_surface",
     "gaussian_blur",
+    "hull_bounds",
     "ray_min_sdf",
     "resize_views",
     "silhouette_loss",
@@ -95,19 +96,25 @@ def view_rays(views: PosedViews, size: tuple[int, int]) -> tuple[torch.Tensor, t
 
 
 def ray_min_sdf(
-    fld: SDFField, o: torch.Tensor, d: torch.Tensor, n: int, gen: torch.Generator
+    fld: SDFField,
+    o: torch.Tensor,
+    d: torch.Tensor,
+    n: int,
+    gen: torch.Generator,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Least SDF along rays (with gradients at the refined minimum) and the first surface hit.
 
     Args:
         o, d: [R, 3] ray origins and unit directions.
-        n: stratified samples per ray inside the cube (jittered with ``gen``).
+        n: stratified samples per ray (jittered with ``gen``) between the bounds.
+        bounds: ([R], [R]) where along each ray to look (`hull_bounds`); None: inside the cube.
 
     Returns:
         dmin [R] (differentiable), t_min [R] distance of the minimum, t_hit [R] first zero
         crossing (nan where none), all along unit directions.
     """
-    near, far = intersect_box(o, d, 1.0)
+    near, far = intersect_box(o, d, 1.0) if bounds is None else bounds
     r = o.shape[0]
     u = (torch.arange(n, dtype=o.dtype) + torch.rand(r, n, generator=gen)) / n  # [R, n]
     t = near[:, None] + (far - near)[:, None] * u
@@ -125,9 +132,55 @@ def ray_min_sdf(
         t_hit = torch.where(first >= 1, t_hit, torch.full_like(t_hit, float("nan")))
     fine = t0[:, None] + spacing[:, None] * torch.linspace(-1.0, 1.0, 8, dtype=o.dtype)  # [R, 8]
     fine = torch.minimum(torch.maximum(fine, near[:, None]), far[:, None])
-    sf = fld.sdf((o[:, None] + fine[..., None] * d[:, None]).reshape(-1, 3)).reshape(r, 8)
-    dmin, kk = sf.min(-1)
-    return dmin, fine.gather(1, kk[:, None])[:, 0], t_hit
+    with torch.no_grad():
+        kk = fld.sdf((o[:, None] + fine[..., None] * d[:, None]).reshape(-1, 3)).reshape(r, 8).argmin(-1)
+    t_min = fine.gather(1, kk[:, None])[:, 0]
+    # Only the least sample carries a gradient: it alone goes through autograd (the backward of the
+    # other seven would be zeros).
+    dmin = fld.sdf(o + t_min[:, None] * d)
+    return dmin, t_min, t_hit
+
+
+@torch.no_grad()
+def hull_bounds(
+    hull: torch.Tensor, o: torch.Tensor, d: torch.Tensor, margin: float, n: int = 128, chunk: int = 8192
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where rays pass within ``margin`` of a visual hull: the part of each ray worth sampling.
+
+    A fitted surface lies inside the views' visual hull, so the samples of `ray_min_sdf` and
+    `first_hits` go between the first and the last point of a ray within ``margin`` of it (found
+    by ``n`` lookups of the hull's signed distance, widened by one lookup's spacing); rays that pass
+    farther keep their whole chord through the cube (they still catch stray surface there).
+
+    Args:
+        hull: [R, R, R] signed distance of the hull (`fourview.recon.visual_hull.hull_sdf`), grid
+            of `fourview.recon.visual_hull.grid_lookup`.
+        o, d: [N, 3] ray origins and unit directions.
+        margin: object units.
+
+    Returns:
+        lo [N], hi [N]: distances along the rays, within the cube's chord; meets [N] bool: whether
+        the ray passes within ``margin`` of the hull (else lo, hi is the chord).
+    """
+    near, far = intersect_box(o, d, 1.0)
+    lo, hi = near.clone(), far.clone()
+    meets = torch.zeros(len(o), dtype=torch.bool)
+    u = (torch.arange(n, dtype=o.dtype) + 0.5) / n  # [n]
+    for i in range(0, len(o), chunk):
+        sl = slice(i, i + chunk)
+        step = far[sl] - near[sl]  # [r]
+        t = near[sl, None] + step[:, None] * u  # [r, n]
+        close = grid_lookup(hull, (o[sl, None] + t[..., None] * d[sl, None]).reshape(-1, 3)).reshape(t.shape) < margin
+        first = close.float().argmax(-1)
+        last = n - 1 - close.flip(-1).float().argmax(-1)
+        hit = close.any(-1)
+        step = step / n
+        t_first = t.gather(1, first[:, None])[:, 0] - step
+        t_last = t.gather(1, last[:, None])[:, 0] + step
+        lo[sl] = torch.where(hit, torch.maximum(t_first, near[sl]), near[sl])
+        hi[sl] = torch.where(hit, torch.minimum(t_last, far[sl]), far[sl])
+        meets[sl] = hit
+    return lo, hi, meets
 
 
 def silhouette_loss(
@@ -148,13 +201,21 @@ def silhouette_loss(
 
 @torch.no_grad()
 def first_hits(
-    sdf: Callable[[torch.Tensor], torch.Tensor], o: torch.Tensor, d: torch.Tensor, n: int, chunk: int = 8192
+    sdf: Callable[[torch.Tensor], torch.Tensor],
+    o: torch.Tensor,
+    d: torch.Tensor,
+    n: int,
+    chunk: int = 8192,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Distance [R] to the first zero crossing of ``sdf`` ([N, 3] -> [N]) along unit rays (nan where none)."""
+    """Distance [R] to the first zero crossing of ``sdf`` ([N, 3] -> [N]) along unit rays (nan where none),
+    from ``n`` samples between ``bounds`` ([R], [R]; None: inside the cube) and two secant steps."""
     out = []
     for i in range(0, len(o), chunk):
         oc, dc = o[i : i + chunk], d[i : i + chunk]
-        near, far = intersect_box(oc, dc, 1.0)
+        near, far = (
+            intersect_box(oc, dc, 1.0) if bounds is None else (bounds[0][i : i + chunk], bounds[1][i : i + chunk])
+        )
         t = near[:, None] + (far - near)[:, None] * (torch.arange(n, dtype=o.dtype) + 0.5) / n  # [r, n]
         s = sdf((oc[:, None] + t[..., None] * dc[:, None]).reshape(-1, 3)).reshape(t.shape)
         inside = s < 0
@@ -301,8 +362,11 @@ def stereo_loss(
         w = facing.gather(1, view_b[:, None])[:, 0]
         # Unoccluded in the second view: its ray towards the point first meets the surface there.
         ob = sv.c2w[view_b, :3, 3]
-        t_b = first_hits(fld.sdf, ob, F.normalize(pts - ob, dim=-1), n_samples)
-        seen = ok.any(-1) & torch.isfinite(t_b) & ((t_b - (pts - ob).norm(dim=-1)).abs() < 0.02)
+        dir_b, dist_b = F.normalize(pts - ob, dim=-1), (pts - ob).norm(dim=-1)
+        # Only up to just past the point: a first hit farther away fails the test anyway.
+        near, far = intersect_box(ob, dir_b, 1.0)
+        t_b = first_hits(fld.sdf, ob, dir_b, n_samples, bounds=(near, torch.minimum(far, dist_b + 0.05)))
+        seen = ok.any(-1) & torch.isfinite(t_b) & ((t_b - dist_b).abs() < 0.02)
         pts, dirs, view_a, view_b, normal, w = (t[seen] for t in (pts, dirs, view_a, view_b, normal, w))
         g = g[:, seen]
         if len(pts) == 0:
