@@ -26,6 +26,13 @@ def test_refine_lowers_the_loss_and_keeps_the_model(rig):
     assert result.config == model.config
 
 
+def test_refine_restores_thread_count(rig):
+    torch.set_num_threads(2)  # the autouse fixture of conftest.py restores its own setting after
+    model = Reconstructor(recon_preset("tiny")).eval()
+    refine_reconstruction(model, rig, RefineConfig(steps=1, rays_per_view=16, num_threads=1))
+    assert torch.get_num_threads() == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("stage", ["volume", "dmtet"])
@@ -41,3 +48,7 @@ def test_bad_config_is_an_input_error():
         RefineConfig(rays_per_view=0)
     with pytest.raises(InputError, match="resolution"):
         RefineConfig(resolution=4)
+    with pytest.raises(InputError, match="samples per ray must be >= 2"):
+        RefineConfig(samples_per_ray=1)
+    with pytest.raises(InputError, match="num_threads must be >= 0"):
+        RefineConfig(num_threads=-1)

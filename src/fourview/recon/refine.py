@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm import tqdm
@@ -42,13 +42,23 @@ class RefineConfig:
     """Weight of the mean squared change of the planes from the prediction."""
     resolution: int | None = None
     """Side of the images the losses see (None: the views' own)."""
+    samples_per_ray: int | None = 32
+    """Samples per ray of the volume renders, half stratified and half by importance, at most the
+    model's own ``samples_per_ray`` (None: the model's own)."""
     seed: int = 0
+    num_threads: int = 1
+    """torch threads during the refinement on a CPU, restored after (0 leaves torch's setting): on a
+    shared CPU, more threads spend their time waiting on each other."""
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.rays_per_view < 1 or not self.lr > 0:
             raise InputError("refine steps must be >= 0, rays per view >= 1 and the learning rate > 0")
         if self.resolution is not None and self.resolution < 8:
             raise InputError(f"refine resolution must be >= 8 pixels, got {self.resolution}")
+        if self.samples_per_ray is not None and self.samples_per_ray < 2:
+            raise InputError(f"refine samples per ray must be >= 2, got {self.samples_per_ray}")
+        if self.num_threads < 0:
+            raise InputError(f"refine num_threads must be >= 0, got {self.num_threads}")
 
 
 def refine_reconstruction(
@@ -74,6 +84,16 @@ def refine_reconstruction(
         InputError: not four rig views, or views `check_view_set` rejects.
     """
     check_view_set(views)
+    threads = torch.get_num_threads()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _refine(model, views, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _refine(model: Reconstructor, views: PosedViews, config: RefineConfig, progress: bool) -> OptimizeResult:
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(config.seed)
     dev = next(model.parameters()).device
@@ -90,10 +110,11 @@ def refine_reconstruction(
     if config.decoder_lr_scale > 0:
         refined.decoder.requires_grad_(True)
         params.append({"params": list(refined.decoder.parameters()), "lr": config.lr * config.decoder_lr_scale})
-    opt = torch.optim.Adam(params)
+    opt = torch.optim.Adam(params, fused=dev.type in ("cpu", "cuda"))
     # Stage B too: DMTet's silhouettes give weak gradients (`fourview.recon.render_mesh`), so its
     # SDF is refined as the log-density it started from (`fourview.recon.decoder.volume_density`).
-    volume = VolumeRenderer(model.config)
+    samples = min(config.samples_per_ray or model.config.samples_per_ray, model.config.samples_per_ray)
+    volume = VolumeRenderer(replace(model.config, samples_per_ray=samples))
 
     res = config.resolution or views.resolution[0]
     alpha, rgb = resize_views(views.images, res)  # [V, H, W], [V, H, W, 3]
