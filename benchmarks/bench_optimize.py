@@ -15,6 +15,17 @@ average beside them (the machine is shared).
 
     python benchmarks/bench_optimize.py --objects ../shared/data/objects --json /tmp/bench_optimize.json
 
+``--methods refine`` (and ``feedforward``) scores ``reconstruct --optimize --recon demo`` the same way
+on the same objects: the demo reconstructor's prediction refined on the four views at
+``--refine-res`` pixels (128, as the GSO protocol gives them), exported as the pipeline exports it.
+
+``--baseline REV`` compares two versions of the code in one run: each object's methods run once with
+the working tree's code and once with git revision REV's (``git archive``), each in a fresh process,
+the two alternating which goes first, so that both see the same load on a shared machine. It prints
+both versions' scores, fit times (wall and CPU) and the load average side by side:
+
+    python benchmarks/bench_optimize.py --baseline HEAD~3 --methods ours --only ycb_025_mug keenan_spot
+
 With ``--refine-data data/render_val`` it measures refinement instead (``reconstruct --optimize
 --recon demo``): the demo reconstructor's exported mesh before and after refinement on its four
 input views, on held-out synthetic objects, scored on their random frames as `bench_recon.py` does.
@@ -25,6 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -32,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fourview.cameras import Camera, orthogonal_rig
 from fourview.data.assets import load_asset
@@ -43,7 +57,9 @@ from fourview.export.presets import optimize_export_config, recon_export_config,
 from fourview.mesh import MeshAsset
 from fourview.meshio import write_mesh_files
 from fourview.pretrained import resolve_weights
+from fourview.recon.model import Reconstructor
 from fourview.recon.optimize import OptimizeConfig, optimize_field
+from fourview.recon.refine import RefineConfig, refine_reconstruction
 from fourview.recon.visual_hull import HullField
 from fourview.render.mesh_renderer import Lighting, MeshRenderer
 from fourview.views import PosedViews
@@ -60,10 +76,11 @@ def render(asset: MeshAsset, cams: list[Camera], res: int) -> np.ndarray:
 
 def score_field(field, export_cfg, gt: dict, tmp: Path, name: str, views: PosedViews | None = None) -> dict:
     path = tmp / f"{name}.glb"
+    t0 = time.perf_counter()
     with torch.no_grad():
         write_mesh_files(export_field(field, export_cfg, views=views).mesh, [path])
+    row = {"export_s": time.perf_counter() - t0}
     asset = load_asset(path, normalize=False)
-    row = {}
     for res in SCORE_RES:
         scores = image_scores(render(asset, NOVEL, res), gt[res])
         row[f"psnr{res}"], row[f"ssim{res}"] = scores.psnr, scores.ssim
@@ -98,9 +115,6 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
     reads them: rig views in, ``frames`` random frames as novel views, albedo, on white).
     """
     from PIL import Image
-
-    from fourview.recon.model import Reconstructor
-    from fourview.recon.refine import RefineConfig, refine_reconstruction
 
     model = Reconstructor.from_pretrained(resolve_weights(recon, "recon").location).eval()
     # As `fourview reconstruct` extracts them: the prediction as the model's trained surface, the
@@ -145,37 +159,34 @@ def refine_benchmark(data: Path, recon: str, count: int, frames: int, steps: int
     return {"rows": rows, "summary": summary}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--objects", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "objects"))
-    ap.add_argument("--only", nargs="*", help="object names to run (default: all)")
-    ap.add_argument("--input-res", type=int, default=512, help="side of the rendered input views")
-    ap.add_argument("--steps", type=int, default=None, help="optimisation steps (default: OptimizeConfig's)")
-    ap.add_argument("--res", type=int, default=None, help="loss resolution (default: OptimizeConfig's)")
-    ap.add_argument("--methods", nargs="*", default=["hull", "ours"], choices=["hull", "ours"])
-    ap.add_argument("--cache", default="/tmp/fourview_bench_optimize", help="cache of inputs and ground truth")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--json", help="write per-object rows and the summary here")
-    ap.add_argument("--refine-data", help="instead: refinement before/after on synth_heldout_* folders of this")
-    ap.add_argument("--recon", default="demo", help="reconstructor refined with --refine-data")
-    ap.add_argument("--count", type=int, default=12, help="objects of --refine-data")
-    ap.add_argument("--frames", type=int, default=8, help="novel frames per object of --refine-data")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.refine_data:
-        out = refine_benchmark(Path(args.refine_data), args.recon, args.count, args.frames, args.steps)
-        if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=1))
-        return
+def downsample_views(views: PosedViews, res: int) -> PosedViews:
+    """The views at ``res`` pixels (area filter of premultiplied RGBA), same cameras."""
+    img = torch.from_numpy(np.ascontiguousarray(views.images, dtype=np.float32)).permute(0, 3, 1, 2)  # [V, 4, H, W]
+    if img.shape[-1] == res:
+        return views
+    premult = torch.cat([img[:, :3] * img[:, 3:], img[:, 3:]], dim=1)
+    small = F.interpolate(premult, size=(res, res), mode="area")
+    rgb = small[:, :3] / small[:, 3:].clamp(min=1e-6)
+    rgba = torch.cat([rgb.clamp(0.0, 1.0), small[:, 3:]], dim=1).permute(0, 2, 3, 1).numpy()
+    return PosedViews(rgba, views.c2w, views.fov_deg, views.names)
 
-    sources = resolve_inputs([], objects_json=str(Path(args.objects) / "objects.json"))
-    if args.only:
-        sources = [s for s in sources if s.name in args.only]
+
+def timed(fn, *args):
+    """``fn(*args)``, its wall-clock and process CPU seconds (CPU time: comparable under a varying load)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def run_objects(args, sources) -> list[dict]:
+    """Every method of ``args.methods`` on every object: one row per object."""
     cfg = OptimizeConfig()
     cfg = replace(cfg, **{k: v for k, v in (("steps", args.steps), ("resolution", args.res)) if v is not None})
     export_cfg = optimize_export_config()
-    row_methods = [m for m in args.methods] + (["ours_field"] if "ours" in args.methods else [])
+    model = None
+    if "refine" in args.methods or "feedforward" in args.methods:
+        model = Reconstructor.from_pretrained(resolve_weights(args.recon, "recon").location).eval()
+    refine_cfg = RefineConfig() if args.steps is None else RefineConfig(steps=args.steps)
     rows = []
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
@@ -189,26 +200,128 @@ def main() -> None:
                 row["hull"] = score_field(hull, export_cfg, data, tmp, f"{source.name}_hull")
                 row["hull"]["time_s"] = time.perf_counter() - t0
             if "ours" in args.methods:
+                load = os.getloadavg()[0]
+                result, fit_s, fit_cpu = timed(optimize_field, views, cfg)
                 t0 = time.perf_counter()
-                result = optimize_field(views, cfg, progress=False)
-                t_opt = time.perf_counter() - t0
                 row["ours"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours", views)
-                row["ours"].update(time_s=time.perf_counter() - t0, optimize_s=t_opt, load=os.getloadavg()[0])
+                export_s = time.perf_counter() - t0  # export + scoring renders
+                row["ours"].update(time_s=fit_s + export_s, optimize_s=fit_s, optimize_cpu_s=fit_cpu, load=load)
                 # The same fit with the field's own colours (--no-project-views), for comparison.
                 row["ours_field"] = score_field(result.field, export_cfg, data, tmp, f"{source.name}_ours_field")
                 row["ours_field"]["time_s"] = row["ours"]["time_s"]
+            if model is not None:
+                small = downsample_views(views, args.refine_res)
+            if "feedforward" in args.methods:
+                with torch.no_grad():
+                    field, fit_s, fit_cpu = timed(model.reconstruct, small)
+                ff_cfg = recon_export_config(model.config, {}, "cpu")
+                row["feedforward"] = score_field(field, ff_cfg, data, tmp, f"{source.name}_ff", small)
+                row["feedforward"].update(time_s=fit_s, optimize_s=fit_s, optimize_cpu_s=fit_cpu)
+            if "refine" in args.methods:
+                load = os.getloadavg()[0]
+                result, fit_s, fit_cpu = timed(refine_reconstruction, model, small, refine_cfg)
+                # As `fourview reconstruct --optimize --recon` exports it (marching cubes, views projected).
+                refine_export = sized_export_config(model.config, {}, "cpu")
+                row["refine"] = score_field(result.field, refine_export, data, tmp, f"{source.name}_refine", small)
+                row["refine"].update(time_s=fit_s, optimize_s=fit_s, optimize_cpu_s=fit_cpu, load=load)
             rows.append(row)
             line = f"{source.name:32s}"
-            for m in row_methods:
+            for m in row_methods(args.methods):
                 r = row[m]
                 line += (f" | {m} {r['psnr128']:.2f} dB {r['ssim128']:.3f} / {r['psnr512']:.2f} dB {r['ssim512']:.3f}"
                          f" CD {r['chamfer']:.4f} F {r['fscore']:.3f} {r['time_s']:.0f}s")  # fmt: skip
             print(line + f" (load {os.getloadavg()[0]:.1f})", flush=True)
-    summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in row_methods if rows}
-    print(json.dumps({"objects": len(rows), "input_res": args.input_res, "config": str(cfg), "summary": summary},
-                     indent=1))  # fmt: skip
+    return rows
+
+
+def row_methods(methods: list[str]) -> list[str]:
+    return [m for m in methods] + (["ours_field"] if "ours" in methods else [])
+
+
+def summarize(rows: list[dict], methods: list[str]) -> dict:
+    return {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in methods if rows}
+
+
+def compare_versions(args, sources) -> dict:
+    """Each object with the working tree's code ("new") and with ``args.baseline``'s ("old"), each in a
+    fresh process of this script, alternating which goes first; both versions' rows and summaries."""
+    root = Path(__file__).resolve().parents[1]
+    rev = subprocess.run(["git", "rev-parse", args.baseline], cwd=root, check=True, capture_output=True, text=True)
+    rev = rev.stdout.strip()
+    passed = ["--input-res", str(args.input_res), "--cache", args.cache, "--recon", args.recon,
+              "--refine-res", str(args.refine_res), "--methods", *args.methods]  # fmt: skip
+    for flag, value in (("--steps", args.steps), ("--res", args.res), ("--threads", args.threads)):
+        if value is not None:
+            passed += [flag, str(value)]
+    rows: dict[str, list[dict]] = {"old": [], "new": []}
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        archive = subprocess.run(["git", "archive", rev, "src"], cwd=root, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        srcs = {"old": str(tmp / "src"), "new": str(root / "src")}
+        for i, source in enumerate(sources):
+            for version in ("new", "old") if i % 2 == 0 else ("old", "new"):
+                out = tmp / f"{source.name}_{version}.json"
+                env = {**os.environ, "PYTHONPATH": srcs[version]}
+                cmd = [sys.executable, __file__, "--objects", args.objects, "--only", source.name, "--json", str(out)]
+                print(f"{version} ({srcs[version]}), load {os.getloadavg()[0]:.1f}:", flush=True)
+                subprocess.run(cmd + passed, env=env, check=True)
+                rows[version].append(json.loads(out.read_text())["rows"][0])
+    methods = row_methods(args.methods)
+    summary = {v: summarize(rows[v], methods) for v in rows}
+    print(f"\nold = {args.baseline} ({rev[:10]}), new = the working tree; {len(sources)} objects")
+    for m in methods:
+        for key in ("psnr128", "ssim128", "psnr512", "ssim512", "chamfer", "optimize_s", "optimize_cpu_s"):
+            if key in summary["old"].get(m, {}):
+                o, n = summary["old"][m][key], summary["new"][m][key]
+                ratio = f"  (old / new {o / n:.2f})" if key.startswith("optimize") else ""
+                print(f"{m:12s} {key:15s} old {o:9.4f}  new {n:9.4f}  new - old {n - o:+.4f}{ratio}")
+    print(f"load average at the end: {os.getloadavg()}", flush=True)
+    return {"baseline": args.baseline, "baseline_rev": rev, "rows": rows, "summary": summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objects", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "objects"))
+    ap.add_argument("--only", nargs="*", help="object names to run (default: all)")
+    ap.add_argument("--input-res", type=int, default=512, help="side of the rendered input views")
+    ap.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the configs')")
+    ap.add_argument("--res", type=int, default=None, help="loss resolution (default: OptimizeConfig's)")
+    ap.add_argument(
+        "--methods", nargs="*", default=["hull", "ours"], choices=["hull", "ours", "feedforward", "refine"]
+    )
+    ap.add_argument("--cache", default="/tmp/fourview_bench_optimize", help="cache of inputs and ground truth")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--json", help="write per-object rows and the summary here")
+    ap.add_argument("--baseline", help="git revision whose code runs beside the working tree's (see above)")
+    ap.add_argument("--refine-res", type=int, default=128, help="side of the views refinement sees, pixels")
+    ap.add_argument("--refine-data", help="instead: refinement before/after on synth_heldout_* folders of this")
+    ap.add_argument("--recon", default="demo", help="reconstructor of the refinement")
+    ap.add_argument("--count", type=int, default=12, help="objects of --refine-data")
+    ap.add_argument("--frames", type=int, default=8, help="novel frames per object of --refine-data")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"load average {os.getloadavg()}, torch threads {torch.get_num_threads()}", flush=True)
+    if args.refine_data:
+        out = refine_benchmark(Path(args.refine_data), args.recon, args.count, args.frames, args.steps)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        return
+
+    sources = resolve_inputs([], objects_json=str(Path(args.objects) / "objects.json"))
+    if args.only:
+        sources = [s for s in sources if s.name in args.only]
+    if args.baseline:
+        out = compare_versions(args, sources)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        return
+    rows = run_objects(args, sources)
+    summary = summarize(rows, row_methods(args.methods))
+    print(json.dumps({"objects": len(rows), "input_res": args.input_res, "summary": summary}, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary, "config": str(cfg)}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
 
 
 if __name__ == "__main__":
