@@ -21,8 +21,9 @@ on the same objects: the demo reconstructor's prediction refined on the four vie
 
 ``--baseline REV`` compares two versions of the code in one run: each object's methods run once with
 the working tree's code and once with git revision REV's (``git archive``), each in a fresh process,
-the two alternating which goes first, so that both see the same load on a shared machine. It prints
-both versions' scores, fit times (wall and CPU) and the load average side by side:
+the two alternating which goes first, so that both see the same load on a shared machine
+(``--candidate REV``: REV's code instead of the working tree's). It prints both versions' scores, fit
+times (wall and CPU) and the load average side by side:
 
     python benchmarks/bench_optimize.py --baseline HEAD~3 --methods ours --only ycb_025_mug keenan_spot
 
@@ -243,11 +244,17 @@ def summarize(rows: list[dict], methods: list[str]) -> dict:
 
 
 def compare_versions(args, sources) -> dict:
-    """Each object with the working tree's code ("new") and with ``args.baseline``'s ("old"), each in a
-    fresh process of this script, alternating which goes first; both versions' rows and summaries."""
+    """Each object with ``args.candidate``'s code or the working tree's ("new") and with
+    ``args.baseline``'s ("old"), each in a fresh process of this script, alternating which goes first;
+    both versions' rows and summaries."""
     root = Path(__file__).resolve().parents[1]
-    rev = subprocess.run(["git", "rev-parse", args.baseline], cwd=root, check=True, capture_output=True, text=True)
-    rev = rev.stdout.strip()
+
+    def resolve(name: str) -> str:
+        return subprocess.run(
+            ["git", "rev-parse", name], cwd=root, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    revs = {"old": resolve(args.baseline), "new": None if args.candidate is None else resolve(args.candidate)}
     passed = ["--input-res", str(args.input_res), "--cache", args.cache, "--recon", args.recon,
               "--refine-res", str(args.refine_res), "--methods", *args.methods]  # fmt: skip
     for flag, value in (("--steps", args.steps), ("--res", args.res), ("--threads", args.threads)):
@@ -256,9 +263,13 @@ def compare_versions(args, sources) -> dict:
     rows: dict[str, list[dict]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        archive = subprocess.run(["git", "archive", rev, "src"], cwd=root, check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-        srcs = {"old": str(tmp / "src"), "new": str(root / "src")}
+        srcs = {"new": str(root / "src")}
+        for version, rev in revs.items():
+            if rev is not None:
+                archive = subprocess.run(["git", "archive", rev, "src"], cwd=root, check=True, capture_output=True)
+                (tmp / version).mkdir()
+                subprocess.run(["tar", "-x", "-C", str(tmp / version)], input=archive.stdout, check=True)
+                srcs[version] = str(tmp / version / "src")
         for i, source in enumerate(sources):
             for version in ("new", "old") if i % 2 == 0 else ("old", "new"):
                 out = tmp / f"{source.name}_{version}.json"
@@ -269,7 +280,8 @@ def compare_versions(args, sources) -> dict:
                 rows[version].append(json.loads(out.read_text())["rows"][0])
     methods = row_methods(args.methods)
     summary = {v: summarize(rows[v], methods) for v in rows}
-    print(f"\nold = {args.baseline} ({rev[:10]}), new = the working tree; {len(sources)} objects")
+    new = "the working tree" if revs["new"] is None else f"{args.candidate} ({revs['new'][:10]})"
+    print(f"\nold = {args.baseline} ({revs['old'][:10]}), new = {new}; {len(sources)} objects")
     for m in methods:
         for key in ("psnr128", "ssim128", "psnr512", "ssim512", "chamfer", "optimize_s", "optimize_cpu_s"):
             if key in summary["old"].get(m, {}):
@@ -277,7 +289,7 @@ def compare_versions(args, sources) -> dict:
                 ratio = f"  (old / new {o / n:.2f})" if key.startswith("optimize") else ""
                 print(f"{m:12s} {key:15s} old {o:9.4f}  new {n:9.4f}  new - old {n - o:+.4f}{ratio}")
     print(f"load average at the end: {os.getloadavg()}", flush=True)
-    return {"baseline": args.baseline, "baseline_rev": rev, "rows": rows, "summary": summary}
+    return {"baseline": args.baseline, "revisions": revs, "rows": rows, "summary": summary}
 
 
 def main() -> None:
@@ -294,6 +306,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", help="write per-object rows and the summary here")
     ap.add_argument("--baseline", help="git revision whose code runs beside the working tree's (see above)")
+    ap.add_argument("--candidate", help="with --baseline: a git revision instead of the working tree")
     ap.add_argument("--refine-res", type=int, default=128, help="side of the views refinement sees, pixels")
     ap.add_argument("--refine-data", help="instead: refinement before/after on synth_heldout_* folders of this")
     ap.add_argument("--recon", default="demo", help="reconstructor of the refinement")
