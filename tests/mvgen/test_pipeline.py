@@ -213,7 +213,7 @@ def test_an_offline_hub_id_is_one_line_without_the_hub_libraries_warnings(capfd,
         MultiViewPipeline.from_pretrained("nobody-here/no-such-model")  # HF_HUB_OFFLINE=1 (conftest)
     assert str(err.value) == (
         "cannot get mvgen weights 'nobody-here/no-such-model' from the hub: "
-        "no network connection and no cached copy found"
+        "offline (HF_HUB_OFFLINE) and no cached copy found"
     )
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert capfd.readouterr().err == ""

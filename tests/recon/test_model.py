@@ -160,8 +160,8 @@ def test_from_pretrained_errors(tmp_path):
     with pytest.raises(InputError) as offline:
         Reconstructor.from_pretrained("fourview-test/no-such-model")  # offline in tests (HF_HUB_OFFLINE=1)
     assert str(offline.value) == (
-        "cannot get reconstructor 'fourview-test/no-such-model' from the hub: "
-        "no network connection and no cached copy found"
+        "cannot get reconstructor weights 'fourview-test/no-such-model' from the hub: "
+        "offline (HF_HUB_OFFLINE) and no cached copy found"
     )
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="reconstructor weights must be a folder with config.json: .*empty"):
@@ -179,7 +179,7 @@ def test_from_pretrained_errors(tmp_path):
         Reconstructor.from_pretrained(folder)
     (folder / "config.json").write_text(cfg)
     (folder / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(InputError, match="cannot read weights"):
+    with pytest.raises(InputError, match="cannot read reconstructor weights .*model.safetensors"):
         Reconstructor.from_pretrained(folder)
     (folder / "model.safetensors").unlink()
     with pytest.raises(InputError, match="model.safetensors"):
