@@ -36,8 +36,15 @@ def _grads(fn, planes, xyz, cot):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "shape",
-    [(2, 5, 7, 9, 300), (1, 3, 4, 11, 1), (3, 2, 1, 1, 17), (1, 8, 16, 16, 500), (2, 1, 6, 3, 64)],
-    ids=["B2-7x9", "N1-4x11", "1x1", "16x16", "6x3"],
+    [
+        (2, 5, 7, 9, 300),
+        (1, 3, 4, 11, 1),
+        (3, 2, 1, 1, 17),
+        (1, 8, 16, 16, 500),
+        (2, 1, 6, 3, 64),
+        (2, 4, 48, 40, 200),
+    ],
+    ids=["B2-7x9", "N1-4x11", "1x1", "16x16", "6x3", "few-points-48x40"],
 )
 def test_float64_parity_with_grid_sample(backend, shape):
     b, c, h, w, n = shape
@@ -259,6 +266,24 @@ def test_numba_threads_split_work(dtype):
     for ours in (single, multi):
         for x, y in zip(ours, ref):
             torch.testing.assert_close(x, y, rtol=tol, atol=tol * max(1.0, y.abs().max().item()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_plane_gradient_of_few_points_is_one_copy_s(dtype):
+    """Few points on large planes scatter straight into the channel-first gradient: the numbers of
+    the channel-last copy, transposed."""
+    from fourview.recon import _triplane_numba as kernels
+
+    planes, xyz = _inputs(1, 5, 40, 48, 300, dtype=dtype)
+    cot = torch.randn(1, 300, 3, 5, dtype=dtype)
+    copy = torch.zeros(1, 3, 40 * 48, 5, dtype=dtype)
+    kernels.backward_planes(cot.numpy(), 40, 48, xyz.numpy(), 0, 0, 300, kernels._scratch(copy.numpy().dtype),
+                            copy[0].numpy())  # fmt: skip
+    expected = torch.empty(3, 5, 40 * 48, dtype=dtype)
+    kernels.to_channel_first(copy.numpy(), 0, 40 * 48, expected.numpy())
+    planes.requires_grad_()
+    (grad,) = torch.autograd.grad(sample_triplane(planes, xyz, backend="numba"), planes, cot)
+    assert torch.equal(grad[0].reshape(3, 5, -1), expected)
 
 
 def test_auto_backend_choice():

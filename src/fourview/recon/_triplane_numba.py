@@ -130,15 +130,15 @@ def backward_planes(grad_out, height, width, xyz, b, n0, n1, scratch, grad_plane
     """Gradient of the 3 planes of batch item ``b`` from its points ``n0 .. n1 - 1``.
 
     Threads split the points and each scatters into its own ``grad_planes`` (no atomics); the
-    caller sums the partial gradients (`to_channel_first`).
+    caller sums the partial gradients (`to_channel_first`). For few points, a transposed view of
+    channel-first planes takes the scatter directly (no whole copy to zero and transpose).
 
     Args:
         grad_out: [B, N, 3, C] gradient of the samples.
         height, width, xyz, b, n0, n1, scratch: as in `forward`.
-        grad_planes: [3, H * W, C] channel-last; overwritten.
+        grad_planes: [3, H * W, C], zeroed by the caller; accumulated into.
     """
     channels = grad_planes.shape[2]
-    grad_planes[:] = 0
     for n in range(n0, n1):
         for p in range(3):
             grad = grad_planes[p]

@@ -34,8 +34,10 @@ Backends (the ``backend`` argument):
   ``3 * H * W * C`` values, in the forward; one such copy per thread (at most 8) in the
   backward, where each thread scatters its points into its own copy. Forward and point
   gradients do not depend on the thread count; the plane gradient sums the copies, so its last
-  bits do (it is deterministic for a given thread count). The first call in a fresh install
-  compiles the kernels (seconds; numba caches them on disk).
+  bits do (it is deterministic for a given thread count). Fewer points than a quarter of a
+  plane's texels are scattered straight into the plane gradient on one thread (the numbers of
+  one copy). The first call in a fresh install compiles the kernels (seconds; numba caches them
+  on disk).
 * ``"torch"``: the same algorithm in torch ops (gather and ``index_add_``); runs on any
   device and dtype (float16 and bfloat16 are computed in float32 and rounded at the end).
   Temporary memory: 4 corner rows per sample of one plane, ``B * N * 4 * C`` values. On CUDA
@@ -72,6 +74,11 @@ _MIN_POINTS_PER_TASK = 4096
 
 _MAX_GRAD_COPIES = 8
 """Most threads (each with its own copy of one item's plane gradient) in the numba backward."""
+
+_SPARSE_POINTS_PER_TEXEL = 0.25
+"""Below this many points per texel of a plane, the numba backward scatters the plane gradient
+straight into the channel-first result on one thread (zeroing and transposing a channel-last copy
+of the planes would cost more than the points)."""
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 """Dtypes that the torch backend computes in float32 (coordinates in bf16 are off by ~1/100 texel)."""
@@ -266,11 +273,14 @@ def _backward_numba(
     # copy, then the copies are summed while transposing to channel-first.
     part_ranges = _ranges(n, min(threads, _MAX_GRAD_COPIES), _MIN_POINTS_PER_TASK)
     texel_ranges = _ranges(h * w, threads, 4096)
-    parts = len(part_ranges) if need_planes else 1
+    sparse = need_planes and n < _SPARSE_POINTS_PER_TEXEL * h * w
+    parts = len(part_ranges) if need_planes and not sparse else 1
     buf = torch.empty(parts, 3, h * w, c, dtype=planes.dtype)  # [K, 3, H * W, C]
     buf_np = buf.numpy()
     dtype = buf_np.dtype
-    grad_planes = torch.empty(planes.shape, dtype=planes.dtype) if need_planes else None
+    grad_planes = None
+    if need_planes:
+        grad_planes = (torch.zeros if sparse else torch.empty)(planes.shape, dtype=planes.dtype)
     grad_xyz = torch.empty_like(xyz) if need_xyz else None
     with _pool(threads) as pool:
         for b in range(b_size):
@@ -284,8 +294,12 @@ def _backward_numba(
                     ),
                     point_ranges,
                 )
-            if grad_planes is not None:
+            if grad_planes is not None and sparse:
+                gp_np = grad_planes[b].view(3, c, h * w).numpy().transpose(0, 2, 1)  # [3, H * W, C] view
+                kernels.backward_planes(go_np, h, w, xyz_np, b, 0, n, kernels._scratch(dtype), gp_np)
+            elif grad_planes is not None:
                 gp_np = grad_planes[b].view(3, c, h * w).numpy()
+                buf.zero_()  # (buf[0] held the planes for the point gradient)
                 _run(
                     pool,
                     lambda n0, n1, k, b=b: kernels.backward_planes(
