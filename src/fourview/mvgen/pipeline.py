@@ -265,7 +265,10 @@ class MultiViewPipeline:
         quiet = quiet_hub_logs() if source.path is None else contextlib.nullcontext()
         try:
             with quiet:  # a hub id's failure is the one line below, without diffusers' warnings first
-                sdxl = StableDiffusionXLPipeline.from_pretrained(source.location, dtype=dtype, add_watermarker=False)
+                # safetensors only (the design's rule): a hub download never fetches or unpickles a .bin
+                sdxl = StableDiffusionXLPipeline.from_pretrained(
+                    source.location, dtype=dtype, add_watermarker=False, use_safetensors=True
+                )
         except (OSError, ValueError, KeyError, TypeError) as err:
             if source.path is None:
                 raise hub_error("mvgen weights", name, err) from None
