@@ -37,20 +37,21 @@ def _section(text: str, name: str) -> str:
 
 def test_sections_are_appended_once_then_replaced_in_place_and_nothing_else_moves(run_all, docs):
     original = docs.read_text()
-    first = run_all.rewrite_section(original, "a", "table one", "### A")
+    first = run_all.rewrite_section(original, "a", "table one", "### Test section A")
     assert first.startswith(original.rstrip()) and first.count(run_all.SECTION_HEADING) == 1
-    second = run_all.rewrite_section(first, "b", "table two", "### B")
-    assert second.count(run_all.SECTION_HEADING) == 1 and second.index("### A") < second.index("### B")
-    third = run_all.rewrite_section(second, "a", "table one, again\n\n| x |", "### A")
+    second = run_all.rewrite_section(first, "b", "table two", "### Test section B")
+    assert second.count(run_all.SECTION_HEADING) == 1
+    assert second.index("### Test section A") < second.index("### Test section B")
+    third = run_all.rewrite_section(second, "a", "table one, again\n\n| x |", "### Test section A")
     assert _section(third, "a") == "table one, again\n\n| x |" and _section(third, "b") == "table two"
     assert third.replace(_section(third, "a"), "table one") == second  # only the section's own lines changed
     inside = original.replace("## Export", "<!-- run_all:c begin -->\nold\n<!-- run_all:c end -->\n\n## Export", 1)
-    rewritten = run_all.rewrite_section(inside, "c", "new", "### C")
-    assert rewritten == inside.replace("\nold\n", "\nnew\n") and "### C" not in rewritten
+    rewritten = run_all.rewrite_section(inside, "c", "new", "### Test section C")
+    assert rewritten == inside.replace("\nold\n", "\nnew\n") and "### Test section C" not in rewritten
     with pytest.raises(ValueError, match="not a begin line followed by an end line"):
         run_all.rewrite_section("<!-- run_all:d end -->\n<!-- run_all:d begin -->\n", "d", "x", "### D")
     with pytest.raises(ValueError, match="appear more than once"):
-        run_all.rewrite_section(first + first, "a", "x", "### A")
+        run_all.rewrite_section(first + first, "a", "x", "### Test section A")
 
 
 def test_fake_benchmarks_write_their_tables_and_failures_leave_theirs(run_all, docs, tmp_path):
