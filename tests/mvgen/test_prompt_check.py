@@ -7,6 +7,7 @@ import pytest
 from fourview.errors import InputError
 from fourview.mvgen.prompt_check import (
     TRAINING_WORDS_FILE,
+    check_prompt_length,
     precheck_prompt,
     read_training_words,
     unfamiliar_prompt_warning,
@@ -46,6 +47,26 @@ def test_overlong_and_empty_prompts_fail_before_loading():
     with pytest.raises(InputError, match="prompt is empty"):
         precheck_prompt("   ", "demo")
     precheck_prompt("a red mug", "demo")
+
+
+def test_the_length_check_reads_the_tokenizers_once_and_counts_from_several_threads(monkeypatch):
+    """A batch checks every item's prompt, a server every job's: the tokenizers are read on the first check only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transformers import CLIPTokenizer
+
+    from fourview.mvgen import prompt_check
+
+    read = []
+    real = CLIPTokenizer.from_pretrained
+    monkeypatch.setattr(CLIPTokenizer, "from_pretrained", lambda path, **kw: read.append(path) or real(path, **kw))
+    prompt_check._local_tokenizers.cache_clear()
+    with pytest.raises(InputError, match=r"^negative prompt is too long: 82 tokens with start and end"):
+        check_prompt_length("red " * 80, "demo", "negative prompt")
+    with ThreadPoolExecutor(4) as pool:  # a fast tokenizer counting in two threads at once can fail
+        list(pool.map(lambda i: check_prompt_length(f"a red mug number {i}", "demo"), range(64)))
+    precheck_prompt("a red mug", "demo")
+    assert [p.rsplit("/", 1)[-1] for p in read] == ["tokenizer", "tokenizer_2"]
 
 
 @pytest.mark.parametrize("command", [["generate"], ["image", "photo.png", "--prompt"]])

@@ -3,8 +3,9 @@
 Two checks:
 
 * length: the text encoders take `CLIP_MAX_LENGTH` tokens with the start and end tokens; a longer
-  prompt is refused (`check_prompt_tokens`). `precheck_prompt` reads only the tokenizers of a local
-  generator folder, so a command fails in a fraction of a second instead of after the models load.
+  prompt is refused (`check_prompt_tokens`). `precheck_prompt` and `check_prompt_length` read only
+  the tokenizers of a local generator folder (once per process), so a command, a batch's items or a
+  server's jobs are refused in a fraction of a second instead of after the models load.
 * familiarity: a generator trained here writes the content words of its training captions beside
   its weights (``training_words.txt``, `write_training_words`). A prompt word outside them asks the
   model for something it never saw: the result will be some object of its training world, not the
@@ -14,7 +15,9 @@ Two checks:
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +31,9 @@ TRAINING_WORDS_FILE = "training_words.txt"
 
 TOKENIZERS = ("tokenizer", "tokenizer_2")
 """The SDXL layout's tokenizer folders."""
+
+_TOKENIZERS_LOCK = threading.Lock()
+"""Held while the kept tokenizers load and count: a fast tokenizer used by two threads at once fails."""
 
 
 def check_prompt_tokens(prompt: str, tokenizers: Iterable, what: str = "prompt") -> None:
@@ -58,9 +64,33 @@ def precheck_prompt(prompt: str, mvgen: str | os.PathLike) -> None:
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("prompt is empty; describe the object, e.g. 'a red mug'")
-    source = resolve_weights(str(mvgen), "mvgen")
+    check_prompt_length(prompt, mvgen)
+
+
+def check_prompt_length(prompt: str, mvgen: str | os.PathLike, what: str = "prompt") -> None:
+    """`check_prompt_tokens` with the tokenizers of generator ``mvgen`` alone, before (or without) its models.
+
+    The tokenizers of a local generator folder are read on the first call and kept for the
+    process's life (a batch checks every item's prompt, a server every job's); nothing is checked
+    for a hub id (the loaded generator checks). Safe to call from several threads.
+
+    Raises:
+        InputError: too many tokens, or weights or tokenizers that cannot be read.
+    """
+    name = str(mvgen)
+    path = Path(name).expanduser()
+    # a folder is kept by where it is: a relative name may mean another folder after a chdir
+    key = str(path.absolute()) if name != "demo" and path.exists() else name
+    with _TOKENIZERS_LOCK:
+        check_prompt_tokens(prompt, _local_tokenizers(key), what)
+
+
+@functools.lru_cache(maxsize=4)
+def _local_tokenizers(mvgen: str) -> tuple:
+    """The tokenizers of a local generator folder (none for a hub id), read once per process."""
+    source = resolve_weights(mvgen, "mvgen")
     if source.path is None:
-        return
+        return ()
     from transformers import CLIPTokenizer  # the heavy library, needed only to count tokens
 
     tokenizers = []
@@ -71,7 +101,7 @@ def precheck_prompt(prompt: str, mvgen: str | os.PathLike) -> None:
             except (OSError, ValueError) as err:
                 first = (str(err).splitlines() or [type(err).__name__])[0]
                 raise InputError(f"cannot read the tokenizer {source.path / name}: {first}") from None
-    check_prompt_tokens(prompt, tokenizers)
+    return tuple(tokenizers)
 
 
 def write_training_words(folder: str | os.PathLike, captions: Iterable[str]) -> Path:
@@ -109,6 +139,7 @@ def unfamiliar_prompt_warning(prompt: str, words: frozenset[str] | None) -> str 
 
 __all__ = [
     "TRAINING_WORDS_FILE",
+    "check_prompt_length",
     "check_prompt_tokens",
     "precheck_prompt",
     "read_training_words",
