@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -242,6 +243,42 @@ def test_the_api_key_guards_the_api_but_not_the_page(tmp_path, demo_pipeline):
         assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {
             "type": "apiKey", "description": "The server's --api-key.", "in": "header", "name": "X-API-Key"
         }  # fmt: skip
+
+
+def test_prompts_are_counted_at_submission_while_the_models_load(tmp_path, monkeypatch):
+    """The generator's tokenizers alone count a prompt's tokens: an overlong prompt (or negative prompt) is
+    refused with HTTP 422 while the worker is still loading its models, and no job is made."""
+    from fourview.mvgen.pipeline import MultiViewPipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model loaded to check a prompt")
+
+    monkeypatch.setattr(MultiViewPipeline, "from_pretrained", never)
+    loading = threading.Event()
+
+    def still_loading(device):
+        loading.wait(60)
+        raise RuntimeError("the test is over")
+
+    long = "red " * 80
+    photo = _photo("a.png", png_bytes(product_photo()))
+    requests = [
+        ({"json": {"prompt": long}}, r"^prompt is too long: 82 tokens with start and end, the text encoders take 77"),
+        ({"json": {"prompt": "a red mug", "negative": long}}, r"^negative prompt is too long: 82 tokens"),
+        ({"files": photo, "data": {"prompt": long}}, r"^prompt is too long: 82 tokens"),
+        ({"data": {"prompt": "a red mug", "negative": long}}, r"^negative prompt is too long: 82 tokens"),
+    ]
+    with serve(server_config(tmp_path), factory=still_loading) as client:
+        try:
+            for request_kwargs, message in requests:
+                response = client.post("/jobs", **request_kwargs)
+                assert response.status_code == 422, response.text
+                assert re.search(message, response.json()["detail"]), response.json()
+            assert [w["state"] for w in client.get("/health").json()["workers"]] == ["loading"]
+            assert client.get("/jobs").json() == {"jobs": []}
+            assert not (tmp_path / "jobs").exists() or not any((tmp_path / "jobs").iterdir())
+        finally:
+            loading.set()  # the worker's load ends (failed), so the server stops at once
 
 
 def test_foreign_hosts_and_origins_are_refused_on_loopback(client):

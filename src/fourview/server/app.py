@@ -261,8 +261,8 @@ def create_app(config: ServerConfig, pipeline_factory: PipelineFactory | None = 
         return job
 
     def create(kind: str, settings: JobSettings, files: dict[str, list[Upload]]) -> Job:
-        settings.check(kind)
-        if settings.prompt is not None and kind != "views":
+        settings.check(kind, config.models.mvgen)  # the prompts' tokens too, before any model has loaded
+        if settings.prompt is not None and kind != "views":  # the loaded generator's own check (a hub id's too)
             runner.check_prompt(settings.prompt)
         if runner.queued() >= config.max_queued:
             raise HTTPException(429, f"the queue is full ({config.max_queued} jobs waiting); try again later")

@@ -2,7 +2,8 @@
 
 Every check that can be made before a model runs is made here, so that a bad request is answered
 at once with a 4xx and one line (`fourview.errors.InputError` and its subclasses below) and leaves
-nothing on disk: the settings' bounds and types, the settings a kind of job does not take, an
+nothing on disk: the settings' bounds and types, the settings a kind of job does not take, the
+prompts' length in tokens (from the generator's tokenizers alone, even while its models load), an
 upload's size (`UploadTooLarge`, 413), its type by its first bytes (PNG, JPEG or WebP only:
 `UnsupportedImage`, 415), its pixel count and decoding (`fourview.images.read_rgba`), and the
 background removal (`fourview.matting.remove_background`), whose cut-out and mask are what the job
@@ -24,11 +25,12 @@ from fourview.cameras import DEFAULT_ELEVATION_DEG
 from fourview.errors import InputError
 from fourview.images import MIN_PHOTO_SIDE, MIN_VIEW_SIDE, read_rgba, write_png
 from fourview.matting import MattingConfig, MattingMethod, needs_background_removal, remove_background
+from fourview.mvgen.prompt_check import check_prompt_length
 from fourview.pipeline import MAX_SEED, ExportSettings, SamplingSettings
 from fourview.views import PosedViews
 
 MAX_PROMPT_CHARS = 1000
-"""Longest prompt accepted, characters (the generator's own token limit is checked too, when it is loaded)."""
+"""Longest prompt accepted, characters (the generator's own token limit is checked too: `JobSettings.check`)."""
 MAX_JOB_STEPS = 200
 MAX_JOB_CANDIDATES = 4
 MAX_JOB_FACES = 500_000
@@ -90,12 +92,17 @@ class JobSettings(BaseModel):
             face_budget=self.faces, texture_size=self.texture_size, grid_resolution=self.grid, method=self.method
         )
 
-    def check(self, kind: str) -> None:
+    def check(self, kind: str, mvgen: str | None = None) -> None:
         """The checks that depend on the kind of job, and the library's own checks of the settings.
+
+        Args:
+            kind: ``text``, ``photo`` or ``views``.
+            mvgen: the server's generator: the prompt and the negative prompt must fit its text
+                encoders (`check_prompt_length`, from its tokenizers alone: no model loads).
 
         Raises:
             InputError: a text job without a prompt, a setting the kind does not take, a value the
-                pipeline's settings refuse.
+                pipeline's settings refuse, a prompt longer than the text encoders take.
         """
         given = self.model_fields_set
         if kind == "text" and (self.prompt is None or not self.prompt.strip()):
@@ -110,6 +117,10 @@ class JobSettings(BaseModel):
             raise InputError("'matting' is a setting of photo and views jobs")
         self.sampling()
         self.export()
+        if mvgen is not None and kind != "views":
+            for text, what in ((self.prompt, "prompt"), (self.negative, "negative prompt")):
+                if text is not None and text.strip():
+                    check_prompt_length(text, mvgen, what)
 
 
 @dataclass(frozen=True)
