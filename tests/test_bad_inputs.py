@@ -1,14 +1,17 @@
 """Bad input to every command, as a new user gives it (issue 18, item 4).
 
 Each case: exit status 2, one line on stderr naming the problem, refused before any model loads
-(the loaders are replaced by ones that fail the test) and nothing left on disk. The library-level
-checks behind them are tested beside their modules (test_images, test_views, test_pretrained,
-test_atomic); the cases already driven through the command line elsewhere (test_cli,
-test_image_command, test_batch, mvgen/test_prompt_check, server/) are not repeated here.
+(the loaders are replaced by ones that fail the test) and nothing left on disk. A batch is refused
+whole when one of its items is bad, naming the first (its manifest line and index) and how many
+are. The library-level checks behind them are tested beside their modules (test_images,
+test_views, test_pretrained, test_atomic); the cases already driven through the command line
+elsewhere (test_cli, test_image_command, test_batch, mvgen/test_prompt_check, server/) are not
+repeated here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,6 +25,7 @@ import torch
 from PIL import Image
 
 from fourview.atomic import TMP_MARK, _host
+from fourview.batch import read_manifest
 from fourview.cli import main
 from fourview.errors import InputError
 from tests.test_images import _png_declaring
@@ -32,6 +36,21 @@ GEN = ["generate", PROMPT, "-o", "{out}"]
 REC = ["reconstruct", *VIEWS, "-o", "{out}"]
 BATCH = ["batch", "{prompts}", "-o", "{out}"]
 RENDER = ["data", "render", "example:red_mug", "-o", "{out}"]
+LONG = "red " * 80  # 82 tokens with start and end: over the text encoders' 77
+TRAIN_MVGEN = ["train", "mvgen", "--from-scratch", "tiny", "--out", "{out}"]
+BAD_ITEMS = {
+    "missing_photo": [{"prompt": PROMPT}, {"image": "nowhere.png", "prompt": PROMPT}],
+    "bomb_photo": [{"image": "20000x20000.png", "prompt": PROMPT}],
+    "dot_photo": [{"prompt": PROMPT}, {"image": "dot.png", "prompt": PROMPT}],
+    "corrupt_photo": [{"image": "corrupt.png", "prompt": PROMPT}],
+    "long_prompt": [{"prompt": PROMPT}, {"prompt": LONG}],
+    "long_negative": [{"prompt": PROMPT, "negative": LONG}],
+    "small_views": [{"views": ["v0.png", "v1.png", "v2.png", "v8.png"]}],
+    "mixed_views": [{"views": ["v0.png", "v1.png", "v2.png", "v48.png"]}],
+    "several_bad": [{"prompt": PROMPT}, {"image": "nowhere.png", "prompt": PROMPT}, {"prompt": LONG},
+                    {"views": ["v8.png"] * 4}, {"prompt": "a blue car"}],
+}  # fmt: skip
+"""Batch manifests (JSON lines beside the inputs) with bad items: every item is checked before any model loads."""
 # fmt: off
 CASES = [
     # generate: settings, bounds and devices
@@ -90,6 +109,22 @@ CASES = [
     ([*BATCH, "--device", "banana"], r"unknown device 'banana'"),
     ([*BATCH, "--mvgen", "{pickled_mvgen}"], r"pytorch_model.bin is a pickled weights file"),
     ([*BATCH, "--mvgen", "nobody/nothing"], r"cannot get mvgen weights 'nobody/nothing'"),
+    # batch: each item's inputs, as the single commands check theirs; one bad item refuses the whole batch
+    (["batch", "-o", "{out}", "{missing_photo}"], r"^manifest line 2 \(item 1\): image not found: .*/nowhere.png$"),
+    (["batch", "-o", "{out}", "{bomb_photo}"],
+     r"^manifest line 1 \(item 0\): image .*20000x20000.png declares more pixels than Pillow decodes safely"),
+    (["batch", "-o", "{out}", "{dot_photo}"],
+     r"^manifest line 2 \(item 1\): image .*/dot.png is 1x1 pixels: too small \(at least 16 pixels a side\)$"),
+    (["batch", "-o", "{out}", "{corrupt_photo}"], r"^manifest line 1 \(item 0\): cannot read image .*corrupt.png"),
+    (["batch", "-o", "{out}", "{long_prompt}"],
+     r"^manifest line 2 \(item 1\): prompt is too long: 82 tokens with start and end, the text encoders take 77"),
+    (["batch", "-o", "{out}", "{long_negative}"], r"^manifest line 1 \(item 0\): negative prompt is too long: 82"),
+    ([*BATCH, "--negative", LONG], r"^manifest line 1 \(item 0\): negative prompt is too long"),
+    (["batch", "-o", "{out}", "{small_views}"], r"^manifest line 1 \(item 0\): image .*/v8.png is 8x8 pixels: too"),
+    (["batch", "-o", "{out}", "{mixed_views}"], r"\(item 0\): the 4 views must have the same size, got .*v48.png 48"),
+    (["batch", "-o", "{out}", "{several_bad}"],
+     r"^manifest line 2 \(item 1\): image not found: .*/nowhere.png; 3 of the 5 items are bad \(manifest lines 2, 3, "
+     r"4\), nothing was made$"),
     # export
     (["export", "{views_dir}", "-o", "{photo}/out/m.glb"], r"cannot write .*photo.png/out/m.glb"),
     (["export", "{views_dir}", "-o", "{views_dir}"], r"Invalid value for '-o' / '--out': .* is a directory"),
@@ -104,6 +139,16 @@ CASES = [
     (["train", "recon", "--data", "{views_dir}", "--out", "{photo}/out"], r"cannot write .*photo.png/out"),
     (["train", "mvgen", "--from-scratch", "tiny", "--data", "{views_dir}", "--out", "{photo}/out"],
      r"cannot write .*photo.png/out"),
+    # train: the data, before the output folder is made (or a model built)
+    (["train", "recon", "--out", "{out}", "--data", "{nowhere}"], r"^dataset folder not found: .*/nowhere$"),
+    (["train", "recon", "--out", "{out}", "--data", "{bare}"], r"^no rendered objects \(NAME/cameras.json\) in .*/ba"),
+    (["train", "recon", "--data", "{objects}", "--out", "{out}", "--val-data", "{bare}"],
+     r"^no rendered objects \(NAME/cameras.json\) in .*/bare$"),
+    ([*TRAIN_MVGEN, "--data", "{nowhere}"], r"^mvgen training data folder not found: .*/nowhere$"),
+    ([*TRAIN_MVGEN, "--data", "{bare}"], r"^no object folders with grid.png and caption.txt in .*/bare$"),
+    ([*TRAIN_MVGEN, "--data", "{objects}", "--mix-2d", "{bare}"], r"^no image \+ .txt caption pairs in 2D pair"),
+    (["train", "mvgen-lcm", "--teacher", "demo", "--out", "{out}", "--data", "{bare}"],
+     r"^no object folders with grid.png and caption.txt in .*/bare$"),
     # serve
     (["serve", "--data", "{photo}/data"], r"cannot create the data folder .*photo.png/data"),
     (["serve", "--data", "{out}", "--mvgen", "{pickled_mvgen}"], r"pytorch_model.bin is a pickled weights file"),
@@ -146,6 +191,18 @@ def _inputs(root: Path) -> dict[str, Path]:
     previous = root.parent / "previous_run"
     previous.mkdir()
     (previous / "turntable.gif").write_bytes(b"GIF89a")
+    for name, items in BAD_ITEMS.items():
+        files[name] = root / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(item) + "\n" for item in items))
+    (root / "bare").mkdir()
+    mug = root / "objects" / "mug"  # training data of one object: the generator's and the reconstructor's
+    mug.mkdir(parents=True)
+    _view(mug / "grid.png", 64)
+    (mug / "caption.txt").write_text(PROMPT)
+    rig = [{"image": f"v{i}.png", "kind": "rig", "azimuth_deg": 90 * i, "elevation_deg": 20.0, "fov_deg": 30.0,
+            "c2w": np.eye(4).tolist()} for i in range(4)]  # fmt: skip
+    (mug / "cameras.json").write_text(json.dumps({"frames": rig}))
+    files |= {"bare": root / "bare", "nowhere": root / "nowhere", "objects": root / "objects"}
     return files | {"pickled_mvgen": mvgen, "lora_bin": root / "lora.bin", "previous_run": previous}
 
 
@@ -155,6 +212,7 @@ def no_loading(monkeypatch):
     import uvicorn
 
     from fourview.data import dataset_renderer
+    from fourview.mvgen import distill
     from fourview.mvgen import train as mvgen_train
     from fourview.mvgen.pipeline import MultiViewPipeline
     from fourview.recon import train as recon_train
@@ -168,6 +226,7 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(dataset_renderer, "render_dataset", loading)
     monkeypatch.setattr(recon_train, "train", loading)
     monkeypatch.setattr(mvgen_train, "train", loading)
+    monkeypatch.setattr(distill, "distill_lcm", loading)
     monkeypatch.setattr(uvicorn, "run", loading)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.delenv("FOURVIEW_API_KEY", raising=False)
@@ -204,6 +263,23 @@ def test_a_killed_runs_temporaries_are_removed_by_the_next_run(tmp_path, no_load
         main(["reconstruct", *map(str, views), "-o", str(tmp_path / "out")])
     assert "expected 4 view images" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["v0.png", "v1.png", "v2.png"]  # the temporary gone, no output made
+
+
+def test_a_batch_checks_only_the_items_left_to_run(tmp_path, no_loading, capsys):
+    """A re-run is not refused for an item finished before whose photo has gone since: it is not made again."""
+    manifest = _inputs(tmp_path / "in")["missing_photo"]
+    out = tmp_path / "out"
+    out.mkdir()
+    items = read_manifest(manifest)
+    for item in items:
+        (out / item.name).mkdir()
+    (out / "results.jsonl").write_text("".join(json.dumps({"index": i.index, "name": i.name, "status": "done"}) + "\n"
+                                               for i in items))  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(["batch", str(manifest), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 0, captured.err
+    assert "2 items: 0 made, 2 finished before, 0 failed" in captured.out
 
 
 def test_the_server_refuses_views_too_small_to_hold_a_shape(tmp_path):

@@ -168,7 +168,8 @@ def grid_image(path: Path, colour: tuple[int, int, int]) -> Path:
 
 
 def test_a_run_records_failures_resumes_and_retries(tiny_mvgen, tmp_path, capsys):  # noqa: F811
-    photo = tmp_path / "photo.png"
+    photo = tmp_path / "photo.png"  # fully transparent: readable (checked before the run), no object to cut out
+    Image.fromarray(np.zeros((48, 40, 4), np.uint8), "RGBA").save(photo)
     manifest = write_jsonl(tmp_path / "m.jsonl", [
         {"prompt": "../../etc/x"},
         {"image": "photo.png", "prompt": "a green bottle"},
@@ -181,8 +182,8 @@ def test_a_run_records_failures_resumes_and_retries(tiny_mvgen, tmp_path, capsys
     lines = result_lines(out)
     assert [r["index"] for r in lines] == [0, 1, 2] and [r["seed"] for r in lines] == [5, 6, 7]
     assert [r["status"] for r in lines] == ["done", "failed", "done"]
-    assert lines[1]["error"] == f"image not found: {photo}" and lines[1]["input"]["image"] == str(photo)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "out"]  # nothing escaped DIR
+    assert lines[1]["error"].startswith("no object found in the photo") and lines[1]["input"]["image"] == str(photo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "out", "photo.png"]  # nothing escaped DIR
     assert sorted(p.name for p in out.iterdir()) == sorted([lines[0]["name"], lines[2]["name"], "results.jsonl"])
     for r in (lines[0], lines[2]):
         assert r["steps"] == 2 and r["models"]["mvgen"] == str(tiny_mvgen) and r["models"]["recon"] == "demo"

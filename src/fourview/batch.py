@@ -12,7 +12,11 @@ az 0, 90, 180, 270, or one 2x2 grid image); ``name`` (the folder's name, made sa
 that override the run's: ``seed``, ``steps``, ``guidance``, ``negative``, ``candidates`` (the
 generator's; not for views), ``elevation`` (the rig's), ``method`` (surface extraction), ``faces``,
 ``texture_size``. Relative paths are relative to the manifest's folder. The whole manifest is
-checked before any model loads; a bad line is an `InputError` naming its line.
+checked before any model loads; a bad line is an `InputError` naming its line. So are the inputs
+of every item left to run, as the single commands check them (`check_items`: photos and views
+readable and within the size limits, prompts within the text encoders' tokens): one bad item
+refuses the whole run, and nothing is written. What only running an item can find (a photo whose
+object cannot be cut out, a model's failure) is recorded in its result line, and the rest go on.
 
 Seeds: an item's seed is its own ``seed``, else the run's seed plus the item's index (its position
 among the manifest's items, from 0), so an item draws the same asset in any shard, order or re-run.
@@ -67,7 +71,10 @@ from tqdm import tqdm
 from fourview.asset import Asset, SaveSettings, peak_memory_mb
 from fourview.atomic import TMP_MARK, check_writable, remove_stale_temporaries, write_text_atomic
 from fourview.errors import InputError
-from fourview.pipeline import ExportSettings, FourViewPipeline, ModelSettings, SamplingSettings
+from fourview.images import MIN_PHOTO_SIDE
+from fourview.mvgen.prompt_check import check_prompt_length
+from fourview.pipeline import ExportSettings, FourViewPipeline, ModelSettings, SamplingSettings, read_photo
+from fourview.pretrained import resolve_weights
 from fourview.views import PosedViews
 
 try:  # POSIX: one writer per results file
@@ -84,6 +91,8 @@ NAME_LENGTH = 80
 """Most characters of a folder name's readable part (the hash follows it)."""
 HASH_LENGTH = 10
 """Hex digits of the identity hash that ends every folder name."""
+LISTED_BAD_ITEMS = 5
+"""Most manifest lines a refusal of several bad items lists (`check_items`)."""
 WRITER_NICENESS = 10
 """How much lower the writer thread's priority is than the process's (`_lower_priority`)."""
 
@@ -354,6 +363,54 @@ def safe_name(text: str, identity: str) -> str:
     return f"{readable}-{digest}"
 
 
+def check_items(items: list[BatchItem], mvgen: str | None) -> None:
+    """Check the items' inputs as the single commands check theirs before any model loads.
+
+    A prompt (and a negative prompt) within the text encoders' tokens (`check_prompt_length`: the
+    tokenizers of generator ``mvgen`` alone, read once); a photo readable, within the pixel limit
+    and at least `MIN_PHOTO_SIDE` a side (``fourview image``); four views or a grid readable, of one
+    size and not empty (``fourview reconstruct``). Removing a photo's background is the item's work,
+    not checked here.
+
+    Args:
+        items: the items to check (those left to run).
+        mvgen: the generator whose tokenizers count the prompts' tokens; None: not counted.
+
+    Raises:
+        InputError: generator weights that cannot be found; one line naming the first bad item (its
+            manifest line and index) and its problem, and how many items are bad when there are several.
+    """
+    if mvgen is not None and any(item.kind != "views" for item in items):
+        resolve_weights(mvgen, "mvgen")  # the generator's own problems are no item's
+    bad: list[tuple[BatchItem, str]] = []
+    for item in items:
+        try:
+            _check_item(item, mvgen)
+        except InputError as e:
+            bad.append((item, " ".join(str(e).split())))
+    if not bad:
+        return
+    item, problem = bad[0]
+    more = ""
+    if len(bad) > 1:
+        lines = ", ".join(str(i.line) for i, _ in bad[:LISTED_BAD_ITEMS]) + (", ..." if len(bad) > LISTED_BAD_ITEMS
+                                                                             else "")  # fmt: skip
+        more = f"; {len(bad)} of the {len(items)} items are bad (manifest lines {lines}), nothing was made"
+    raise InputError(f"manifest line {item.line} (item {item.index}): {problem}{more}")
+
+
+def _check_item(item: BatchItem, mvgen: str | None) -> None:
+    if item.kind != "views" and mvgen is not None:
+        check_prompt_length(item.prompt, mvgen)
+        negative = item.sampling.negative_prompt
+        if negative is not None and negative.strip():
+            check_prompt_length(negative, mvgen, "negative prompt")
+    if item.kind == "photo":
+        read_photo(item.image, MIN_PHOTO_SIDE)
+    elif item.kind == "views":
+        PosedViews.read(list(item.views), item.sampling.elevation_deg).check_objects()
+
+
 # -- the results -----------------------------------------------------------------------------------
 
 
@@ -487,7 +544,8 @@ def run_batch(
 
     Raises:
         InputError: an output folder that is a file, or holds other files than a batch's; another
-            run writing the same results file; models that cannot be loaded.
+            run writing the same results file; models that cannot be loaded; when it loads them
+            (no ``pipeline`` given), a bad item among those left to run in any shard (`check_items`).
     """
     out = Path(out_dir)
     _check_output(out)
@@ -495,7 +553,10 @@ def run_batch(
     mine = shard_items(items, rank, world_size)
     # Models load before the folder is made, so a bad model leaves nothing behind; the plan is made
     # again under the results file's lock, which keeps a second run of this shard out.
-    todo, _, _ = _plan(mine, read_results(out) if out.is_dir() else {}, out, retry_failed)
+    latest = read_results(out) if out.is_dir() else {}
+    todo, _, _ = _plan(mine, latest, out, retry_failed)
+    if pipeline is None and todo:  # every shard's items left to run: each shard refuses a bad batch alike
+        check_items(_plan(items, latest, out, retry_failed)[0], models.mvgen)
     pipe, load_s = (pipeline, 0.0) if pipeline is not None or not todo else _load(models, todo, world_size)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -707,6 +768,7 @@ def _sync_folder(folder: Path) -> None:
 __all__ = [
     "BatchItem",
     "BatchSummary",
+    "check_items",
     "merge_results",
     "read_manifest",
     "read_results",

@@ -746,9 +746,12 @@ def _batch_command() -> click.Command:
         MANIFEST: JSON lines (.jsonl), CSV with a header (.csv) or text (one prompt per line). Keys:
         prompt, image (+ prompt), views (4 paths or a grid), name, and per-item seed, steps, guidance,
         negative, candidates, elevation, method, faces, texture_size. An item without a seed uses
-        --seed plus its index. Finished items are skipped on a re-run; exit status 1 if any item
-        failed. Sharded by RANK/WORLD_SIZE (torchrun, Accelerate) or SLURM_PROCID/SLURM_NTASKS: shard
-        r takes items i % W == r into DIR/results.rankR-of-W.jsonl; rank 0 merges at its end.
+        --seed plus its index. Before any model loads, every item left to run is checked (photos and
+        views readable and within the limits, prompts within the text encoders' tokens): a bad one
+        refuses the whole batch (exit status 2, nothing written). Finished items are skipped on a
+        re-run; exit status 1 if any item failed. Sharded by RANK/WORLD_SIZE (torchrun, Accelerate)
+        or SLURM_PROCID/SLURM_NTASKS: shard r takes items i % W == r into
+        DIR/results.rankR-of-W.jsonl; rank 0 merges at its end.
         """
         from fourview.batch import merge_results, read_manifest, run_batch, shard_device
         from fourview.data.dataset_renderer import shard_from_env
@@ -818,9 +821,14 @@ def _train_recon_command() -> click.Command:
     def train_recon(config: TrainConfig) -> None:
         """Train the triplane reconstructor on the dataset renderer's output (stage A volume, stage B DMTet)."""
         from fourview.atomic import check_writable
+        from fourview.recon.dataset import find_objects
         from fourview.recon.train import train as run
 
         check_writable(config.out)
+        # the data before the run makes its output folder: a missing or empty --data leaves nothing behind
+        for folder in (config.data, config.val_data):
+            if folder is not None:
+                find_objects(folder)
         result = run(config)
         val = "" if result.val is None else f"; validation {result.val}"
         click.echo(f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}{val}")
@@ -840,6 +848,7 @@ def _train_mvgen_command() -> click.Command:
         from fourview.mvgen.train import train as run
 
         check_writable(config.out)
+        _check_grid_data(config.data, config.mix_2d)
         result = run(config)
         click.echo(
             f"trained {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
@@ -847,6 +856,20 @@ def _train_mvgen_command() -> click.Command:
         )
 
     return train_mvgen
+
+
+def _check_grid_data(data: str, mix_2d: str | None = None) -> None:
+    """The generator's training data, before the run makes its output folder or loads a model.
+
+    Raises:
+        InputError: a missing folder, or one without an object folder of grid.png and caption.txt
+            (``mix_2d``: without an image + .txt caption pair).
+    """
+    from fourview.mvgen.dataset import grid_dataset, pairs_2d
+
+    grid_dataset(data, resolution=16)  # indexing only: the run's side is known once its models are built
+    if mix_2d is not None:
+        pairs_2d(mix_2d, resolution=16)
 
 
 @train.lazy_command("mvgen-lcm", "Distil the generator into a few-step (LCM-LoRA) student.")
@@ -860,6 +883,7 @@ def _train_mvgen_lcm_command() -> click.Command:
         guidance 1)."""
         from fourview.mvgen.distill import distill_lcm
 
+        _check_grid_data(config.data)
         result = distill_lcm(config)
         click.echo(
             f"distilled {result.steps} steps in {result.time_s:.0f} s into {result.out_dir}; fixed-batch loss "
