@@ -12,7 +12,7 @@ use ``--threads 1``, since two OpenMP threads sharing their cores with other wor
 
 With ``--write-behind-ab R`` a fresh process also loads the models once and runs the batch of
 the prompts R times each way, alternating: each item's folder written while the next item is made
-(``run_batch``'s default, ``write_behind``) against one item after the other, in the same run; the
+(``run_batch(write_behind=True)``) against one item after the other (the default), in the same run; the
 files must be the same.
 
     python benchmarks/bench_batch.py                           # demo weights, 6 prompts

@@ -289,7 +289,7 @@ def test_an_item_is_written_while_the_next_is_made_and_the_lines_keep_the_order(
     prompts = ["a mug", "impossible", "unwritable", "a car"]
     (tmp_path / "m.txt").write_text("".join(f"{p}\n" for p in prompts))
     pipe = _FakePipeline()
-    s = run_batch(read_manifest(tmp_path / "m.txt"), tmp_path / "out", pipeline=pipe)
+    s = run_batch(read_manifest(tmp_path / "m.txt"), tmp_path / "out", pipeline=pipe, write_behind=True)
     assert (s.done, s.failed) == (2, 2)
     lines = result_lines(tmp_path / "out")
     assert [r["index"] for r in lines] == [0, 1, 2, 3]
@@ -301,7 +301,7 @@ def test_an_item_is_written_while_the_next_is_made_and_the_lines_keep_the_order(
     assert not (tmp_path / "out" / lines[2]["name"]).exists()
     # one after the other: the same lines
     pipe = _FakePipeline()
-    run_batch(read_manifest(tmp_path / "m.txt"), tmp_path / "one_by_one", pipeline=pipe, write_behind=False)
+    run_batch(read_manifest(tmp_path / "m.txt"), tmp_path / "one_by_one", pipeline=pipe)  # the default
     assert pipe.events[:4] == [("made", "a mug"), ("save starts", "a mug"), ("saved", "a mug"), ("made", "impossible")]
     unstable = ("timings_s", "finished", "peak_memory_mb")
     assert [{k: v for k, v in r.items() if k not in unstable} for r in result_lines(tmp_path / "one_by_one")] == [

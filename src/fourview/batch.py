@@ -35,10 +35,11 @@ that the next run removes (`fourview.atomic.remove_stale_temporaries`), and a to
 results (no newline) is cut off. A re-run skips the items whose latest line says done and whose
 folder exists; failed items run again only when asked (``retry_failed``).
 
-Throughput: an item's folder (the files and the turntable, `Asset.save`) is written by a second
-thread while the next item is made; the result lines keep the items' order, and what is written
-does not change. The writer runs at a lower priority (Linux): it takes the time that making the
-next item leaves a core free, not a core from the sampler's threads.
+Throughput: the models load once. With ``write_behind`` an item's folder (the files and the
+turntable, `Asset.save`) is written by a second thread while the next item is made; the result
+lines keep the items' order, and what is written does not change. The writer runs at a lower
+priority (Linux): it takes the time that making the next item leaves a core free, not a core from
+the sampler's threads. It is off by default: it gained nothing on the two-core CPU.
 
 Sharding: shard ``r`` of ``W`` (torchrun / Accelerate ``RANK``, ``WORLD_SIZE``; SLURM
 ``SLURM_PROCID``, ``SLURM_NTASKS``) takes the items whose index ``i`` has ``i % W == r``.
@@ -525,7 +526,7 @@ def run_batch(
     retry_failed: bool = False,
     pipeline: FourViewPipeline | None = None,
     progress: bool = False,
-    write_behind: bool = True,
+    write_behind: bool = False,
 ) -> BatchSummary:
     """Make shard ``rank``'s items into ``out_dir`` (see the module docstring), loading the models once.
 
@@ -539,8 +540,9 @@ def run_batch(
         retry_failed: run the items whose latest result is a failure again.
         pipeline: an already loaded pipeline to use instead of loading ``models``.
         progress: a progress bar over the items (with an ETA).
-        write_behind: write each item's folder in the writer thread while the next item is made
-            (False: one after the other, in this thread; the same files).
+        write_behind: write each item's folder in a writer thread while the next item is made
+            (the same files). Off by default: on the two-core CPU it gained nothing, loaded or quiet
+            (docs/benchmarks.md).
 
     Raises:
         InputError: an output folder that is a file, or holds other files than a batch's; another
