@@ -2,9 +2,11 @@
 
 The run's ``final/`` folder (diffusers layout, float16) is copied; its ``vae/`` is replaced by the
 run's ``vae_decoder/`` (the decoder fine-tuned with the encoder frozen, `--stage vae_decoder`,
-saved here in float16); and both text encoders' ``config.json`` get ``"dtype": "float32"`` so
-that a plain ``StableDiffusionXLPipeline.from_pretrained(folder)`` loads every part in float32
-(transformers otherwise keeps the saved float16 and sampling fails on mixed dtypes).
+saved here in float16) where the run has one (a fine-tune started with ``--init`` from a packaged
+generator keeps the VAE it started from, decoder included); and both text encoders'
+``config.json`` get ``"dtype": "float32"`` so that a plain
+``StableDiffusionXLPipeline.from_pretrained(folder)`` loads every part in float32 (transformers
+otherwise keeps the saved float16 and sampling fails on mixed dtypes).
 
     python tools/package_mvgen_demo.py runs/mvgen-demo src/fourview/weights/mvgen-demo
 """
@@ -25,23 +27,25 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 def package(run: Path, out: Path) -> None:
     final, decoder = run / "final", run / "vae_decoder"
-    for need in (final / "model_index.json", decoder / WEIGHTS):
-        if not need.is_file():
-            raise SystemExit(f"missing {need}")
-    enc = load_file(str(final / "vae" / WEIGHTS))
-    dec = load_file(str(decoder / WEIGHTS))
-    # The decoder run froze the encoder: its encoder weights must be the final VAE's.
-    for name, t in enc.items():
-        if name.startswith(("encoder.", "quant_conv.")) and not torch.equal(
-            t.float(), dec[name].float().half().float()
-        ):
-            raise SystemExit(f"{decoder} has a different encoder ({name}); its latents would not match the UNet's")
+    own_decoder = (decoder / WEIGHTS).is_file()
+    if not (final / "model_index.json").is_file():
+        raise SystemExit(f"missing {final / 'model_index.json'}")
+    if own_decoder:
+        enc = load_file(str(final / "vae" / WEIGHTS))
+        dec = load_file(str(decoder / WEIGHTS))
+        # The decoder run froze the encoder: its encoder weights must be the final VAE's.
+        for name, t in enc.items():
+            if name.startswith(("encoder.", "quant_conv.")) and not torch.equal(
+                t.float(), dec[name].float().half().float()
+            ):
+                raise SystemExit(f"{decoder} has a different encoder ({name}); its latents would not match the UNet's")
     tmp = Path(tempfile.mkdtemp(prefix=".mvgen-demo.", dir=out.parent))
     try:
         shutil.copytree(final, tmp, dirs_exist_ok=True)
-        save_file({k: v.half().contiguous() for k, v in dec.items()}, str(tmp / "vae" / WEIGHTS))
-        cfg = json.loads((decoder / "config.json").read_text())
-        cfg["scaling_factor"] = json.loads((final / "vae" / "config.json").read_text())["scaling_factor"]
+        cfg = json.loads(((decoder if own_decoder else final / "vae") / "config.json").read_text())
+        if own_decoder:
+            save_file({k: v.half().contiguous() for k, v in dec.items()}, str(tmp / "vae" / WEIGHTS))
+            cfg["scaling_factor"] = json.loads((final / "vae" / "config.json").read_text())["scaling_factor"]
         cfg.pop("_name_or_path", None)
         (tmp / "vae" / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         for te in ("text_encoder", "text_encoder_2"):
