@@ -347,7 +347,7 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0, delay: flo
             if proc.poll() is not None:
                 return False
             assert time.monotonic() < end, "the batch made no progress"
-            time.sleep(0.01)
+            time.sleep(0.002)
         time.sleep(delay)
         return proc.poll() is None
     finally:
@@ -362,7 +362,9 @@ def test_sigkill_at_any_moment_loses_nothing_and_leaves_nothing_half_written(tmp
     out, log = tmp_path / "out", tmp_path / "log.txt"
     results = out / "results.jsonl"
     cmd = [sys.executable, "-m", "fourview.cli", "batch", str(manifest), "-o", str(out), "--quiet", "--grid", "32",
-           "--texture-size", "64", "--faces", "2000", "--turntable", "2", "--preview-resolution", "32"]  # fmt: skip
+           "--texture-size", "64", "--faces", "2000", "--turntable", "8", "--preview-resolution", "48"]  # fmt: skip
+    # (a turntable of 8 frames keeps each folder's assembling long enough to be caught: items are
+    # written in the batch's own thread, between two items, and a 2-frame one could slip between polls)
 
     def assembling(proc: subprocess.Popen):  # ``proc``'s own temporary folder exists
         return lambda: out.is_dir() and any(f"{TMP_MARK}{proc.pid}-" in p.name for p in out.iterdir())
