@@ -73,7 +73,7 @@ from fourview.asset import Asset, SaveSettings, peak_memory_mb
 from fourview.atomic import TMP_MARK, check_writable, remove_stale_temporaries, write_text_atomic
 from fourview.errors import InputError
 from fourview.images import MIN_PHOTO_SIDE
-from fourview.mvgen.prompt_check import check_prompt_length
+from fourview.mvgen.prompt_check import check_prompt_lengths
 from fourview.pipeline import ExportSettings, FourViewPipeline, ModelSettings, SamplingSettings, read_photo
 from fourview.pretrained import resolve_weights
 from fourview.views import PosedViews
@@ -367,7 +367,7 @@ def safe_name(text: str, identity: str) -> str:
 def check_items(items: list[BatchItem], mvgen: str | None) -> None:
     """Check the items' inputs as the single commands check theirs before any model loads.
 
-    A prompt (and a negative prompt) within the text encoders' tokens (`check_prompt_length`: the
+    A prompt (and a negative prompt) within the text encoders' tokens (`check_prompt_lengths`: the
     tokenizers of generator ``mvgen`` alone, read once); a photo readable, within the pixel limit
     and at least `MIN_PHOTO_SIDE` a side (``fourview image``); four views or a grid readable, of one
     size and not empty (``fourview reconstruct``). Removing a photo's background is the item's work,
@@ -402,10 +402,7 @@ def check_items(items: list[BatchItem], mvgen: str | None) -> None:
 
 def _check_item(item: BatchItem, mvgen: str | None) -> None:
     if item.kind != "views" and mvgen is not None:
-        check_prompt_length(item.prompt, mvgen)
-        negative = item.sampling.negative_prompt
-        if negative is not None and negative.strip():
-            check_prompt_length(negative, mvgen, "negative prompt")
+        check_prompt_lengths(item.prompt, item.sampling.negative_prompt, mvgen)
     if item.kind == "photo":
         read_photo(item.image, MIN_PHOTO_SIDE)
     elif item.kind == "views":

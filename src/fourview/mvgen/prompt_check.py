@@ -85,6 +85,17 @@ def check_prompt_length(prompt: str, mvgen: str | os.PathLike, what: str = "prom
         check_prompt_tokens(prompt, _local_tokenizers(key), what)
 
 
+def check_prompt_lengths(prompt: str | None, negative: str | None, mvgen: str | os.PathLike) -> None:
+    """`check_prompt_length` of a prompt and its negative prompt, each when given (not blank).
+
+    Raises:
+        InputError: either is longer than the text encoders take (the message says which).
+    """
+    for text, what in ((prompt, "prompt"), (negative, "negative prompt")):
+        if text is not None and text.strip():
+            check_prompt_length(text, mvgen, what)
+
+
 @functools.lru_cache(maxsize=4)
 def _local_tokenizers(mvgen: str) -> tuple:
     """The tokenizers of a local generator folder (none for a hub id), read once per process."""
@@ -140,6 +151,7 @@ def unfamiliar_prompt_warning(prompt: str, words: frozenset[str] | None) -> str 
 __all__ = [
     "TRAINING_WORDS_FILE",
     "check_prompt_length",
+    "check_prompt_lengths",
     "check_prompt_tokens",
     "precheck_prompt",
     "read_training_words",

@@ -25,7 +25,7 @@ from fourview.cameras import DEFAULT_ELEVATION_DEG
 from fourview.errors import InputError
 from fourview.images import MIN_PHOTO_SIDE, MIN_VIEW_SIDE, read_rgba, write_png
 from fourview.matting import MattingConfig, MattingMethod, needs_background_removal, remove_background
-from fourview.mvgen.prompt_check import check_prompt_length
+from fourview.mvgen.prompt_check import check_prompt_lengths
 from fourview.pipeline import MAX_SEED, ExportSettings, SamplingSettings
 from fourview.views import PosedViews
 
@@ -98,7 +98,7 @@ class JobSettings(BaseModel):
         Args:
             kind: ``text``, ``photo`` or ``views``.
             mvgen: the server's generator: the prompt and the negative prompt must fit its text
-                encoders (`check_prompt_length`, from its tokenizers alone: no model loads).
+                encoders (`check_prompt_lengths`, from its tokenizers alone: no model loads).
 
         Raises:
             InputError: a text job without a prompt, a setting the kind does not take, a value the
@@ -118,9 +118,7 @@ class JobSettings(BaseModel):
         self.sampling()
         self.export()
         if mvgen is not None and kind != "views":
-            for text, what in ((self.prompt, "prompt"), (self.negative, "negative prompt")):
-                if text is not None and text.strip():
-                    check_prompt_length(text, mvgen, what)
+            check_prompt_lengths(self.prompt, self.negative, mvgen)
 
 
 @dataclass(frozen=True)
