@@ -87,7 +87,7 @@ def check_view_set(views: PosedViews) -> None:
 class OptimizeConfig:
     """Settings of `optimize_field` (the defaults' measurements: docs/benchmarks.md)."""
 
-    steps: int = 600
+    steps: int = 480
     """Optimisation steps after the start (each: ``rays_per_step`` rays of the views)."""
     resolution: int = 128
     """Side of the images the losses see, pixels (views are resized to it, area filter)."""
@@ -105,7 +105,7 @@ class OptimizeConfig:
     """Hidden layers of each decoder MLP."""
     rays_per_step: int = 4096
     """Rays per step, over all views; half of them near the silhouettes' outlines."""
-    samples_per_ray: int = 24
+    samples_per_ray: int = 20
     """Samples per ray for the least SDF along it and its first surface hit (then 8 more around the
     smallest), between the bounds ``hull_margin`` sets; rays that pass farther from the hull take a
     third as many (at least 8) over their chord through the cube."""
@@ -115,7 +115,7 @@ class OptimizeConfig:
     so that they are dense where the surface can be, while the rays that pass farther keep their
     whole chord (they keep stray surface away). None: every ray's whole chord, ``samples_per_ray``
     samples each."""
-    texture_steps: int = 200
+    texture_steps: int = 120
     """Steps of the final texture stage: geometry frozen, the texture planes fitted to the colours
     of every input pixel (at up to ``texture_view_resolution``) at its ray's first surface hit."""
     texture_view_resolution: int = 256
