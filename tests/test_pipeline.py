@@ -232,3 +232,39 @@ def test_every_command_respects_the_umask(tiny_recon, rig_views, sphere_forward,
     for path in written:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o750 if path.is_dir() else 0o640), f"{path}: {oct(mode)}"
+
+
+def test_refinement_restores_the_parts_the_silhouettes_show_and_the_field_left_out(tiny_recon, sphere_forward):
+    from fourview.cameras import orthogonal_rig
+    from fourview.export.extract import extract_mesh
+    from fourview.export.projection import surface_coverage
+    from fourview.mesh import MeshAsset, MeshPart
+    from fourview.pipeline import RESTORE_GRID, _restore_missed_parts
+    from fourview.recon.carving import SilhouetteBound, missed_silhouettes
+    from fourview.render.mesh_renderer import MeshRenderer
+    from fourview.views import PosedViews
+
+    box = trimesh.creation.box((1.1, 1.1, 1.1))  # its silhouettes reach past the field's sphere of radius 0.6
+    grey = np.full((len(box.vertices), 3), 0.5, np.float32)
+    part = MeshPart(box.vertices.astype(np.float32), box.faces, vertex_colors=grey)
+    renderer = MeshRenderer(MeshAsset("box", (part,)))
+    rgba = np.stack([renderer.render(c, 48, Lighting(albedo=True)).rgba for c in orthogonal_rig(20.0)])
+    views = PosedViews.from_rig(rgba, 20.0)
+    model = Reconstructor.from_pretrained(tiny_recon).eval()
+
+    def missed(field):
+        surface = extract_mesh(field, RESTORE_GRID)
+        return missed_silhouettes(views, surface_coverage(surface.verts, surface.faces, views))
+
+    with torch.no_grad():
+        sphere = model.field(model.predict(views)).carved(SilhouetteBound.from_views(views), 10.0)
+        before = missed(sphere)
+        restored, count = _restore_missed_parts(sphere, views, 0.5)
+        assert count == before.sum() > 100  # the box's corners
+        assert missed(restored).sum() == 0
+        inner = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
+        torch.testing.assert_close(restored.sdf(inner), sphere.sdf(inner))  # what the field had stays
+        same, none = _restore_missed_parts(restored, views, 0.5)
+        assert none == 0 and same is restored
+        uncarved = model.field(model.predict(views))
+        assert _restore_missed_parts(uncarved, views, 0.5) == (uncarved, 0)  # no hull to restore from

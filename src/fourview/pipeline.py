@@ -26,18 +26,22 @@ from fourview.asset import Asset, peak_memory_mb
 from fourview.cameras import DEFAULT_ELEVATION_DEG
 from fourview.errors import InputError
 from fourview.export.exporter import ExportConfig, export_field
+from fourview.export.extract import extract_mesh
 from fourview.export.presets import (
     optimize_export_config,
     recon_export_config,
     sized_export_config,
     target_overrides,
 )
+from fourview.export.projection import surface_coverage
 from fourview.images import MIN_PHOTO_SIDE, read_rgba
 from fourview.matting import Matte, MattingConfig, remove_background
 from fourview.mvgen.blobs import BLOB_SIGMA, check_strength
 from fourview.mvgen.image_prompt import PHOTO_PROMPT, demo_photo_warning
 from fourview.mvgen.prompt_check import unfamiliar_prompt_warning
 from fourview.pretrained import resolve_lora, resolve_weights
+from fourview.recon.carving import SilhouetteBound, missed_silhouettes
+from fourview.recon.decoder import TriplaneField
 from fourview.recon.model import Reconstructor
 from fourview.recon.optimize import OptimizeConfig, optimize_field
 from fourview.recon.refine import RefineConfig, refine_reconstruction
@@ -56,7 +60,10 @@ MAX_STEPS = 1000
 MAX_CANDIDATES = 16
 MAX_GRID_SIZE = 4096
 MAX_FIT_STEPS = 10_000
-"""Most steps of the per-object fit or refinement (`FitSettings`): 16 times the fit's default."""
+"""Most steps of the per-object fit or refinement (`FitSettings`): about 20 times the fit's default."""
+RESTORE_GRID = 96
+"""Marching-cubes grid on which a refined field's surface is checked against its silhouettes
+(`_restore_missed_parts`)."""
 
 
 @dataclass(frozen=True)
@@ -518,6 +525,7 @@ class FourViewPipeline:
                     raise InputError("method 'refine' takes FitSettings or a RefineConfig")
                 result = refine_reconstruction(model, views, cfg, progress=progress)
                 field_ = model.carve(result.field, views)  # the fit, like the prediction, stays inside the hull
+                field_, record["restored_pixels"] = _restore_missed_parts(field_, views, model.config.carve.threshold)
                 timings["optimize_s"] = result.time_s
                 # Refinement fits volume renders: its surface is the level set (marching cubes), not
                 # the DMTet grid's trained deformation.
@@ -558,6 +566,27 @@ class FourViewPipeline:
         if self.reconstructor is None:
             raise InputError(f"method {method!r} needs a reconstructor; this pipeline has none (use 'optimize')")
         return self.reconstructor
+
+
+def _restore_missed_parts(field: TriplaneField, views: PosedViews, threshold: float) -> tuple[TriplaneField, int]:
+    """A carved field with the hull restored where its surface leaves out silhouette pixels
+    (`fourview.recon.carving.missed_silhouettes`), and how many pixels that is.
+
+    What the views' silhouettes show is there: a thin part or a loose piece that the learned prior
+    dropped comes back as the part of the visual hull behind it. Its surface is found on a coarse
+    grid (`RESTORE_GRID`): a part narrower than a cell is not missed.
+    """
+    if field.outer_bound is None:
+        return field, 0
+    try:
+        surface = extract_mesh(field, RESTORE_GRID)
+        coverage = surface_coverage(surface.verts, surface.faces, views)
+    except InputError:  # no surface at all: every silhouette pixel is missed
+        coverage = np.zeros(views.images.shape[:3], bool)
+    missed = missed_silhouettes(views, coverage, threshold)
+    if not missed.any():
+        return field, 0
+    return field.restored(SilhouetteBound.from_masks(missed, views)), int(missed.sum())
 
 
 def _elevation_or_none(views: PosedViews) -> float | None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fourview.errors import InputError
-from fourview.recon.carving import CarveConfig, SilhouetteBound
+from fourview.recon.carving import CarveConfig, SilhouetteBound, missed_silhouettes
 from fourview.recon.config import ReconConfig, recon_preset
 from fourview.recon.model import Reconstructor
 from fourview.recon.saved_field import load_field, save_field
@@ -111,3 +111,65 @@ def test_a_bound_with_mismatched_tensors_is_refused(rig: PosedViews):
         SilhouetteBound.from_tensors({**tensors, "fov_deg": torch.ones(3)})
     with pytest.raises(InputError, match="lacks tensor 'c2w'"):
         SilhouetteBound.from_tensors({"distance": tensors["distance"], "fov_deg": tensors["fov_deg"]})
+
+
+def test_the_union_distance_is_negative_where_one_view_sees_the_silhouette(rig: PosedViews):
+    bound = SilhouetteBound.from_views(rig)
+    pts = grid_points(9)
+    assert (bound.union_distance(pts) <= bound(pts)).all()  # the union of the cones holds their intersection
+    # In front of the object on the front camera's axis: inside the front view's silhouette, outside the side views'.
+    front = torch.from_numpy(rig.c2w[0][:3, 3]).float()
+    point = (0.55 * front)[None]
+    assert float(bound(point)) > 0 > float(bound.union_distance(point))
+
+
+def test_missed_silhouettes_are_the_pixels_the_surface_leaves_out(rig: PosedViews):
+    inside = rig.images[..., 3] >= 0.5
+    assert not missed_silhouettes(rig, inside).any()
+    # Outlines never agree to the pixel: a surface one pixel short of the silhouettes misses nothing.
+    from scipy import ndimage
+
+    eroded = np.stack([ndimage.binary_erosion(m) for m in inside])
+    assert not missed_silhouettes(rig, eroded).any()
+    hole = inside.copy()
+    hole[1, 10:20, 10:20] = False  # a part the surface leaves out, in view 1 alone
+    missed = missed_silhouettes(rig, hole)
+    assert missed[[0, 2, 3]].sum() == 0
+    assert missed[1, 12:18, 12:18].all()  # the hole, less about a pixel all round
+    assert not (missed[1] & hole[1]).any() and missed[1].sum() > 50  # nothing that the surface covers
+    with pytest.raises(InputError, match="does not match the views"):
+        missed_silhouettes(rig, hole[:, :8])
+
+
+def test_restoring_every_silhouette_pixel_gives_the_visual_hull(rig: PosedViews):
+    scale = 7.0
+    model, pts = tiny_field(rig, CarveConfig(enabled=True, scale=scale))
+    bound = SilhouetteBound.from_views(rig)
+    with torch.no_grad():
+        carved = model.reconstruct(rig)
+        everything = carved.restored(SilhouetteBound.from_masks(rig.images[..., 3] >= 0.5, rig))
+        torch.testing.assert_close(everything.sdf(pts), scale * bound(pts))
+        density, _ = everything.density_and_color(pts)  # the density of the same level function
+        level = math.log(model.config.decoder.density_iso) - torch.log(density)
+        torch.testing.assert_close(level, everything.sdf(pts), atol=1e-4, rtol=1e-4)
+        nothing = carved.restored(SilhouetteBound.from_masks(np.zeros(rig.images.shape[:3], bool), rig))
+        torch.testing.assert_close(nothing.sdf(pts), carved.sdf(pts))
+        torch.testing.assert_close(everything.color(pts), carved.color(pts))
+
+
+def test_a_restored_field_needs_its_bound_and_saves_with_it(rig: PosedViews, tmp_path):
+    model, pts = tiny_field(rig, CarveConfig(enabled=True, scale=3.0))
+    hole = np.zeros(rig.images.shape[:3], bool)
+    hole[2, 8:24, 8:24] = True
+    missed = SilhouetteBound.from_masks(hole, rig)
+    with torch.no_grad():
+        free = model.field(model.predict(rig))
+        with pytest.raises(InputError, match="give outer_bound too"):
+            free.restored(missed)
+        field = model.reconstruct(rig).restored(missed)
+        save_field(tmp_path / "f", field, model.config)
+        loaded = load_field(tmp_path / "f")
+        assert loaded.restore is not None
+        torch.testing.assert_close(loaded.sdf(pts), field.sdf(pts))
+    with pytest.raises(InputError, match="do not match the views"):
+        SilhouetteBound.from_masks(hole[:3], rig)

@@ -108,6 +108,24 @@ def depth_map(verts: np.ndarray, faces: np.ndarray, mvp: np.ndarray, w2c: np.nda
     return np.ascontiguousarray(out[::-1])  # row 0 at the top
 
 
+def surface_coverage(verts: np.ndarray, faces: np.ndarray, views: PosedViews) -> np.ndarray:
+    """[V, H, W] bool: the pixels of each view (row 0 at the top) whose centre the mesh covers.
+
+    Args:
+        verts: [V, 3] object frame; faces: [F, 3].
+        views: the cameras (and image sizes; square).
+    """
+    h, w = views.resolution
+    if h != w:
+        raise InputError(f"views must be square, got {h}x{w}")
+    return np.stack(
+        [
+            np.isfinite(depth_map(verts, faces, views.mvp(i), np.linalg.inv(views.c2w[i]), h))
+            for i in range(views.num_views)
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class SurfaceProjector:
     """The views prepared for projection onto one mesh: built once, queried for many points.

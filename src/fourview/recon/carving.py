@@ -16,6 +16,13 @@ show (concavities, the underside) stays the prior's; outside it, the silhouettes
 converts object-frame distances into the field's units: 1 for an SDF decoder, the field's
 gradient near its surface for a density decoder's log-density (`CarveConfig.scale`).
 
+The opposite failure, a learned field that leaves out a part the silhouettes show (a thin handle,
+a small loose piece), is restored from the same hull: `missed_silhouettes` finds the silhouette
+pixels the field's surface does not cover, and a field restored with them
+(`fourview.recon.decoder.TriplaneField.restored`) adds the part of the hull that projects into
+them in some view (`SilhouetteBound.union_distance` of the missed pixels): the hull is the
+reconstruction there, as no learned surface is.
+
 Projection follows `fourview.cameras` (OpenGL camera axes, vertical field of view, row 0 at the
 top), as `fourview.recon.visual_hull.project`.
 """
@@ -33,7 +40,7 @@ from fourview.errors import InputError
 from fourview.recon.visual_hull import project
 from fourview.views import PosedViews
 
-__all__ = ["CarveConfig", "SilhouetteBound"]
+__all__ = ["CarveConfig", "SilhouetteBound", "missed_silhouettes"]
 
 
 @dataclass(frozen=True)
@@ -74,16 +81,33 @@ class SilhouetteBound:
     @classmethod
     def from_views(cls, views: PosedViews, threshold: float = 0.5) -> SilhouetteBound:
         """The bound of ``views``' alpha (``>= threshold`` is inside)."""
-        inside = views.images[..., 3] >= threshold  # [V, H, W]
-        distance = np.stack([_signed_distance_2d(m) for m in inside])
+        return cls.from_masks(views.images[..., 3] >= threshold, views)
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, views: PosedViews) -> SilhouetteBound:
+        """The bound of [V, H, W] bool masks seen by ``views``' cameras (True is inside)."""
+        if masks.shape != views.images.shape[:3]:
+            raise InputError(f"masks {masks.shape} do not match the views' {views.images.shape[:3]}")
         return cls(
-            torch.from_numpy(distance),
+            torch.from_numpy(np.stack([_signed_distance_2d(m) for m in masks])),
             torch.as_tensor(views.c2w, dtype=torch.float32),
             torch.as_tensor(views.fov_deg, dtype=torch.float32),
         )
 
     def __call__(self, xyz: torch.Tensor) -> torch.Tensor:
-        """[N, 3] object-frame points -> [N] signed distance to the hull (negative inside), object units."""
+        """[N, 3] object-frame points -> [N] signed distance to the hull (negative inside), object units.
+
+        The hull is the intersection of the silhouettes' viewing cones: the largest cone distance.
+        """
+        return self._cone_distances(xyz).amax(0).to(device=xyz.device, dtype=xyz.dtype)
+
+    def union_distance(self, xyz: torch.Tensor) -> torch.Tensor:
+        """[N, 3] object-frame points -> [N] signed distance to the union of the silhouettes' viewing
+        cones (negative where a point projects inside the silhouette of at least one view), object units."""
+        return self._cone_distances(xyz).amin(0).to(device=xyz.device, dtype=xyz.dtype)
+
+    def _cone_distances(self, xyz: torch.Tensor) -> torch.Tensor:
+        """[N, 3] points -> [V, N] each view's silhouette signed distance at their projections, object units."""
         pts = xyz.detach().to(device=self.distance.device, dtype=torch.float32)
         height, width = self.distance.shape[1:]
         g = project(pts, self.c2w, self.fov_deg, width / height)  # [V, N, 3]
@@ -93,7 +117,7 @@ class SilhouetteBound:
         off_image = (g[..., :2].abs() > 1.0).any(-1) | (g[..., 2] <= 0)  # [V, N]
         pixels = torch.where(off_image, pixels.clamp_min(1.0), pixels)
         pixel_size = g[..., 2].clamp_min(1e-6) * 2.0 * torch.tan(torch.deg2rad(self.fov_deg) / 2.0)[:, None] / height
-        return (pixels * pixel_size).amax(0).to(device=xyz.device, dtype=xyz.dtype)
+        return pixels * pixel_size
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The bound as named tensors (`fourview.recon.saved_field`)."""
@@ -117,6 +141,24 @@ class SilhouetteBound:
                 f"fov_deg {tuple(fov.shape)}"
             )
         return cls(distance.float(), c2w.float(), fov.float())
+
+
+def missed_silhouettes(views: PosedViews, coverage: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """[V, H, W] bool: the pixels of ``views``' silhouettes that a reconstruction's surface leaves out.
+
+    Args:
+        views: the input views (alpha ``>= threshold`` is the silhouette).
+        coverage: [V, H, W] bool, the pixels the reconstruction's surface covers seen from each
+            view's camera (e.g. where its depth map is finite).
+        threshold: the silhouettes' alpha threshold.
+
+    A pixel counts when it is more than one pixel from the covered ones, and pieces one pixel wide
+    are dropped (an opening): the outlines of a surface and a silhouette never agree to the pixel.
+    """
+    if coverage.shape != views.images.shape[:3]:
+        raise InputError(f"coverage {coverage.shape} does not match the views' {views.images.shape[:3]}")
+    inside = views.images[..., 3] >= threshold
+    return np.stack([ndimage.binary_opening(s & ~ndimage.binary_dilation(c)) for s, c in zip(inside, coverage)])
 
 
 def _signed_distance_2d(inside: np.ndarray) -> np.ndarray:

@@ -237,6 +237,9 @@ class TriplaneField:
             `sdf` is ``max(sdf, bound_scale * outer_bound)`` and `density_and_color` the matching
             density; None for the decoder's geometry alone.
         bound_scale: the geometry's units per object-frame unit (`fourview.recon.carving.CarveConfig.scale`).
+        restore: silhouette pixels the field's surface left out (`fourview.recon.carving.missed_silhouettes`,
+            as a `SilhouetteBound` of those pixels): the part of ``outer_bound`` that projects into
+            them in some view is added to the geometry (`restored`); needs ``outer_bound``.
 
     Queries take [N, 3] object-frame points in [-1, 1]^3 (any float dtype and device; they are
     moved to the planes'), and return results in the planes' dtype and device. Gradients flow if
@@ -251,10 +254,14 @@ class TriplaneField:
         chunk_size: int = 1 << 18,
         outer_bound: SilhouetteBound | None = None,
         bound_scale: float = 1.0,
+        restore: SilhouetteBound | None = None,
     ) -> None:
+        if restore is not None and outer_bound is None:
+            raise InputError("a field restores missed silhouettes from its outer bound: give outer_bound too")
         self.decoder = decoder
         self.outer_bound = outer_bound
         self.bound_scale = bound_scale
+        self.restore = restore
         self.planes = self._batched(planes, "planes")  # [1, 3, C, H, W]
         self.texture_planes = None if texture_planes is None else self._batched(texture_planes, "texture_planes")
         if chunk_size < 1:
@@ -297,7 +304,10 @@ class TriplaneField:
         sdf = out.sdf if out.sdf is not None else math.log(self.decoder.config.density_iso) - torch.log(out.density)
         if self.outer_bound is None:
             return sdf
-        return torch.maximum(sdf, self.bound_scale * self.outer_bound(xyz).to(sdf))
+        sdf = torch.maximum(sdf, self.bound_scale * self.outer_bound(xyz).to(sdf))
+        if self.restore is None:
+            return sdf
+        return torch.minimum(sdf, self.bound_scale * self._restored_part(xyz).to(sdf))
 
     def color(self, xyz: torch.Tensor) -> torch.Tensor:
         """[N, 3] points -> [N, 3] sRGB colour in (0, 1)."""
@@ -316,12 +326,29 @@ class TriplaneField:
         """[N, 3] points -> ([N] density per unit length (`volume_density`), [N, 3] sRGB colour)."""
         out = self.query(xyz)
         density = volume_density(self.decoder.config, out)
+        iso, c = self.decoder.config.density_iso, self.decoder.config.density_log_clamp
         if self.outer_bound is not None:  # the density of max(sdf, bound): density_iso * exp(-bound) at most
             outside = self.bound_scale * self.outer_bound(xyz).to(density)
-            c = self.decoder.config.density_log_clamp
-            density = torch.minimum(density, self.decoder.config.density_iso * torch.exp(-outside.clamp(-c, c)))
+            density = torch.minimum(density, iso * torch.exp(-outside.clamp(-c, c)))
+        if self.restore is not None:  # and of min(that, restored part): at least the part's
+            part = self.bound_scale * self._restored_part(xyz).to(density)
+            density = torch.maximum(density, iso * torch.exp(-part.clamp(-c, c)))
         return density, out.rgb
 
+    def _restored_part(self, xyz: torch.Tensor) -> torch.Tensor:
+        """[N] signed distance to the hull's part behind the missed silhouette pixels (object units)."""
+        return torch.maximum(self.outer_bound(xyz), self.restore.union_distance(xyz))
+
     def carved(self, bound: SilhouetteBound | None, scale: float) -> TriplaneField:
-        """This field (same planes and decoder) kept inside ``bound`` (None: no bound)."""
+        """This field (same planes and decoder) kept inside ``bound`` (None: no bound), nothing restored."""
         return TriplaneField(self.decoder, self.planes, self.texture_planes, self.chunk_size, bound, scale)
+
+    def restored(self, missed: SilhouetteBound) -> TriplaneField:
+        """This carved field with the part of its hull behind the ``missed`` silhouette pixels added.
+
+        Raises:
+            InputError: the field is not carved (no outer bound to restore from).
+        """
+        return TriplaneField(
+            self.decoder, self.planes, self.texture_planes, self.chunk_size, self.outer_bound, self.bound_scale, missed
+        )

@@ -6,7 +6,8 @@ re-export the object (other formats, face budgets, texture sizes) without runnin
     reconstruction/config.json          the ReconConfig of the model (decoder and plane sizes)
     reconstruction/field.safetensors    planes [3, C, R, R], texture_planes (split configs), decoder.*,
                                         bound.* (the silhouettes a carved field stays inside) and its
-                                        scale in the metadata
+                                        scale in the metadata, restore.* (the silhouette pixels whose
+                                        part of the hull a restored field adds)
     reconstruction/views.npz            the input views with their cameras, when they were projected
                                         onto the texture (`fourview.views.PosedViews`)
 """
@@ -45,6 +46,8 @@ def save_field(directory: str | Path, field: TriplaneField, config: ReconConfig,
     if field.outer_bound is not None:
         tensors.update({f"bound.{k}": v.contiguous().cpu() for k, v in field.outer_bound.tensors().items()})
         meta["bound_scale"] = json.dumps(field.bound_scale)
+    if field.restore is not None:
+        tensors.update({f"restore.{k}": v.contiguous().cpu() for k, v in field.restore.tensors().items()})
     with atomic_path(out / FIELD_NAME) as tmp:  # safetensors alone writes 0600 files
         save_file(tensors, str(tmp), metadata=meta)
     write_text_atomic(out / CONFIG_NAME, config.to_json() + "\n")
@@ -114,12 +117,16 @@ def load_field(directory: str | Path, device: str | torch.device = "cpu") -> Tri
     decoder.eval()
     field = TriplaneField(decoder, tensors["planes"], tensors.get("texture_planes"))
     bound = {k.removeprefix("bound."): v for k, v in tensors.items() if k.startswith("bound.")}
+    restore = {k.removeprefix("restore."): v for k, v in tensors.items() if k.startswith("restore.")}
     if not bound:
+        if restore:
+            raise InputError(f"{folder / FIELD_NAME} holds restored silhouettes without the bound they restore from")
         return field
     scale = load_field_metadata(folder).get("bound_scale")
     if not isinstance(scale, (int, float)) or not scale > 0:
         raise InputError(f"{folder / FIELD_NAME} holds a silhouette bound without a valid bound_scale")
-    return field.carved(SilhouetteBound.from_tensors(bound), float(scale))
+    field = field.carved(SilhouetteBound.from_tensors(bound), float(scale))
+    return field.restored(SilhouetteBound.from_tensors(restore)) if restore else field
 
 
 def load_saved_views(directory: str | Path) -> PosedViews | None:
