@@ -73,7 +73,7 @@ class SamplingSettings:
     seed: int = 0
     """Seed of the sampler's noise (the same seed gives the same asset)."""
     steps: int | None = None
-    """Sampler steps [default: the generator's 30, or its student's own]."""
+    """Sampler steps [default: the generator's 8, or its student's own]."""
     guidance_scale: float | None = None
     """Classifier-free guidance weight [default: 5, or the student's 1]."""
     negative_prompt: str | None = None

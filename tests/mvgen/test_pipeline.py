@@ -283,7 +283,7 @@ def test_student_hook_switches_to_lcm_and_samples(saved, tmp_path):
     pipe.use_student(None)  # a student distilled into the weights: only the scheduler changes
     assert isinstance(pipe.sdxl.scheduler, LCMScheduler)
     assert pipe.sdxl.scheduler.config.prediction_type == prediction
-    assert pipe.sampling_defaults() == (30, 5.0)
+    assert pipe.sampling_defaults() == (8, 5.0)
     out = pipe("a red mug", num_inference_steps=4, guidance_scale=1.0, seed=0)
     assert np.isfinite(out.grids).all() and out.grids.shape == (1, 64, 64, 3)
 

@@ -59,8 +59,8 @@ MIN_HOLE: float = 0.004
 """`white_to_alpha`: enclosed near-white regions of at least this fraction of a view are holes
 (counting them raises the mask IoU on the synthetic renders: docs/benchmarks.md)."""
 
-DEFAULT_STEPS: int = 30
-"""Sampler steps without a student."""
+DEFAULT_STEPS: int = 8
+"""Sampler steps without a student (on the demo world as good as 30: docs/benchmarks.md, "Sampler steps")."""
 DEFAULT_GUIDANCE: float = 5.0
 """Classifier-free guidance without a student."""
 
@@ -337,7 +337,7 @@ class MultiViewPipeline:
             self.sdxl.set_adapters(list(self.adapters), adapter_weights=list(self.adapters.values()))
 
     def sampling_defaults(self) -> tuple[int, float]:
-        """Recommended (steps, guidance): the student's (its ``student.json``) when one is loaded, else 30, 5.0."""
+        """Recommended (steps, guidance): the student's (its ``student.json``) when one is loaded, else 8, 5.0."""
         if self.student is not None:
             if (Path(self.student) / STUDENT_FILE).is_file():
                 meta = student_settings(self.student)
