@@ -181,7 +181,7 @@ class FitSettings:
     """The per-object paths' common settings (`views_to_3d` with ``optimize`` or ``refine``)."""
 
     steps: int | None = None
-    """Optimisation steps [default: 480 for the fit, 150 for refinement]."""
+    """Optimisation steps [default: 480 for the fit, 300 for refinement]."""
     resolution: int | None = None
     """Side of the images the losses see, pixels [default: 128 for the fit, the views' own for refinement]."""
     round_bottom: bool = False

@@ -30,7 +30,7 @@ __all__ = ["RefineConfig", "refine_reconstruction"]
 class RefineConfig:
     """Settings of `refine_reconstruction`."""
 
-    steps: int = 150
+    steps: int = 300
     """Adam steps on the input views."""
     rays_per_view: int = 512
     """Random pixels rendered per view and step."""
