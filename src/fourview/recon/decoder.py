@@ -304,10 +304,11 @@ class TriplaneField:
         sdf = out.sdf if out.sdf is not None else math.log(self.decoder.config.density_iso) - torch.log(out.density)
         if self.outer_bound is None:
             return sdf
-        sdf = torch.maximum(sdf, self.bound_scale * self.outer_bound(xyz).to(sdf))
+        hull = self.outer_bound(xyz).to(sdf)
+        sdf = torch.maximum(sdf, self.bound_scale * hull)
         if self.restore is None:
             return sdf
-        return torch.minimum(sdf, self.bound_scale * self._restored_part(xyz).to(sdf))
+        return torch.minimum(sdf, self.bound_scale * self._restored_part(xyz, hull))
 
     def color(self, xyz: torch.Tensor) -> torch.Tensor:
         """[N, 3] points -> [N, 3] sRGB colour in (0, 1)."""
@@ -327,17 +328,20 @@ class TriplaneField:
         out = self.query(xyz)
         density = volume_density(self.decoder.config, out)
         iso, c = self.decoder.config.density_iso, self.decoder.config.density_log_clamp
-        if self.outer_bound is not None:  # the density of max(sdf, bound): density_iso * exp(-bound) at most
-            outside = self.bound_scale * self.outer_bound(xyz).to(density)
-            density = torch.minimum(density, iso * torch.exp(-outside.clamp(-c, c)))
+        if self.outer_bound is None:
+            return density, out.rgb
+        hull = self.outer_bound(xyz).to(density)
+        # the density of max(sdf, bound): density_iso * exp(-bound) at most
+        density = torch.minimum(density, iso * torch.exp(-(self.bound_scale * hull).clamp(-c, c)))
         if self.restore is not None:  # and of min(that, restored part): at least the part's
-            part = self.bound_scale * self._restored_part(xyz).to(density)
+            part = self.bound_scale * self._restored_part(xyz, hull)
             density = torch.maximum(density, iso * torch.exp(-part.clamp(-c, c)))
         return density, out.rgb
 
-    def _restored_part(self, xyz: torch.Tensor) -> torch.Tensor:
-        """[N] signed distance to the hull's part behind the missed silhouette pixels (object units)."""
-        return torch.maximum(self.outer_bound(xyz), self.restore.union_distance(xyz))
+    def _restored_part(self, xyz: torch.Tensor, hull: torch.Tensor) -> torch.Tensor:
+        """[N] signed distance to the part of the hull (``hull``: `outer_bound` at ``xyz``) behind the
+        missed silhouette pixels, object units."""
+        return torch.maximum(hull, self.restore.union_distance(xyz).to(hull))
 
     def carved(self, bound: SilhouetteBound | None, scale: float) -> TriplaneField:
         """This field (same planes and decoder) kept inside ``bound`` (None: no bound), nothing restored."""
