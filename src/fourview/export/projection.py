@@ -108,22 +108,26 @@ def depth_map(verts: np.ndarray, faces: np.ndarray, mvp: np.ndarray, w2c: np.nda
     return np.ascontiguousarray(out[::-1])  # row 0 at the top
 
 
-def surface_coverage(verts: np.ndarray, faces: np.ndarray, views: PosedViews) -> np.ndarray:
-    """[V, H, W] bool: the pixels of each view (row 0 at the top) whose centre the mesh covers.
+def view_depth_maps(verts: np.ndarray, faces: np.ndarray, views: PosedViews) -> np.ndarray:
+    """[V, H, W] the mesh's `depth_map` from each view's camera at the views' (square) size.
 
     Args:
         verts: [V, 3] object frame; faces: [F, 3].
-        views: the cameras (and image sizes; square).
+        views: the cameras and image sizes.
+
+    Raises:
+        InputError: views that are not square.
     """
-    h, w = views.resolution
+    h, w = views.images.shape[1:3]
     if h != w:
-        raise InputError(f"views must be square, got {h}x{w}")
-    return np.stack(
-        [
-            np.isfinite(depth_map(verts, faces, views.mvp(i), np.linalg.inv(views.c2w[i]), h))
-            for i in range(views.num_views)
-        ]
-    )
+        raise InputError(f"projected views must be square, got {h}x{w}")
+    depths = [depth_map(verts, faces, views.mvp(i), np.linalg.inv(views.c2w[i]), h) for i in range(len(views.images))]
+    return np.stack(depths) if depths else np.zeros((0, h, w), np.float32)
+
+
+def surface_coverage(verts: np.ndarray, faces: np.ndarray, views: PosedViews) -> np.ndarray:
+    """[V, H, W] bool: the pixels of each view (row 0 at the top) whose centre the mesh covers."""
+    return np.isfinite(view_depth_maps(verts, faces, views))
 
 
 @dataclass(frozen=True)
@@ -159,23 +163,14 @@ class SurfaceProjector:
         """
         from scipy.ndimage import minimum_filter
 
-        h, w = views.images.shape[1:3]
-        if h != w:
-            raise InputError(f"projected views must be square, got {h}x{w}")
-        depth, usable = [], []
-        for i, image in enumerate(views.images):
-            depth.append(depth_map(verts, faces, views.mvp(i), np.linalg.inv(views.c2w[i]), h))
+        depth = view_depth_maps(verts, faces, views)
+        usable = []
+        for image in views.images:
             ok = image[..., 3] >= config.alpha_threshold
             if config.erode_px > 0:
                 ok = minimum_filter(ok, size=2 * config.erode_px + 1, mode="constant", cval=False)
             usable.append(ok)
-        shape = (0, h, w)
-        return cls(
-            views,
-            config,
-            np.stack(depth) if depth else np.zeros(shape),
-            np.stack(usable) if usable else np.zeros(shape, bool),
-        )
+        return cls(views, config, depth, np.stack(usable) if usable else np.zeros(depth.shape, bool))
 
     def colours(self, points: np.ndarray, normals: np.ndarray) -> ProjectedColours:
         """Colours of surface points seen by the views.
