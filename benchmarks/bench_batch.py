@@ -16,11 +16,11 @@ the prompts R times each way, alternating: each item's folder written while the 
 files must be the same.
 
     python benchmarks/bench_batch.py                           # demo weights, 6 prompts
+    python benchmarks/bench_batch.py --prompts "a red mug" "a blue car" "a green tree" --steps 2
     python benchmarks/bench_batch.py --prompts P1 ... P24       # a longer batch (docs/benchmarks.md)
 
 The batch's own start-up (imports, model loading) counts once in its wall time, so the ratio grows
 with the number of prompts towards the per-item ratio; both are printed.
-    python benchmarks/bench_batch.py --prompts "a red mug" "a blue car" "a green tree" --steps 2
 """
 
 from __future__ import annotations
