@@ -25,6 +25,7 @@ folder: ``--fresh`` starts them over.
     python benchmarks/run_all.py --quick                      # everything, small (minutes)
     python benchmarks/run_all.py --only export raster          # two, full size
     python benchmarks/run_all.py --quick --no-docs --json out/run_all.json
+    python benchmarks/run_all.py --only gso_hull gso_views gso_optimize gso_refine --threads 1 --shards 2
 
 Not collected by pytest (tests/evaluation/test_run_all.py runs it on fake benchmarks).
 """
@@ -76,6 +77,8 @@ class Benchmark:
             ``summary`` (``{out}/summary.json``, the `fourview bench` protocols).
         needs: prerequisites: ``cuda``, ``shared:NAME`` (a folder of ``../shared/data``), ``rendered`` (`PREPARE`).
         table: the numbers -> the table.
+        shardable: it splits its objects between processes by ``RANK``/``WORLD_SIZE`` (the `fourview bench gso`
+            protocol), so ``--shards N`` runs it as N processes of ``--threads`` threads each.
     """
 
     name: str
@@ -86,6 +89,7 @@ class Benchmark:
     quick: tuple[str, ...] = ()
     result: str = "json"
     needs: tuple[str, ...] = ()
+    shardable: bool = False
 
 
 @dataclass
@@ -100,6 +104,7 @@ class Outcome:
     load_before: str = ""
     load_after: str = ""
     result: dict | None = None
+    shards: int = 1
 
 
 def get(data: dict, path: str):
@@ -160,8 +165,9 @@ GSO_KEYS = (("PSNR 128", "psnr_128", "{:.2f}"), ("SSIM 128", "ssim_128", "{:.4f}
             ("F@0.1", "fscore@0.1", "{:.3f}"), ("Chamfer aligned", "aligned_chamfer", "{:.4f}"),
             ("F@0.1 aligned", "aligned_fscore@0.1", "{:.3f}"), ("volume IoU", "volume_iou", "{:.3f}"))  # fmt: skip
 GSO = ("{python}", "-m", "fourview.cli", "bench", "gso", "--root", "{shared}/gso", "--objects", "shared_gso_eval",
-       "-o", "{out}", "--quiet")  # fmt: skip
-GSO_QUICK = ("--max-objects", "1", "--input-res", "128")
+       "--albedo", "--input-res", "128", "-o", "{out}", "--quiet")  # fmt: skip
+"""The protocol as the issue on real scans measures it: all 67 evaluation scans, unlit 128-px input views."""
+GSO_QUICK = ("--max-objects", "1")
 RECON_GROUPS = (("objects", "objects", "{:d}"), ("volume PSNR", "volume_psnr", "{:.2f}"),
                 ("volume SSIM", "volume_ssim", "{:.3f}"), ("mesh PSNR", "mesh_psnr", "{:.2f}"),
                 ("mesh SSIM", "mesh_ssim", "{:.3f}"))  # fmt: skip
@@ -267,17 +273,16 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               needs=("shared:objects",)),
     Benchmark("gso_hull", "quality", "GSO protocol: the visual hull of the four views (fourview bench gso)",
               (*GSO, "--method", "hull"), protocol_table(GSO_KEYS, "objects"), quick=GSO_QUICK, result="summary",
-              needs=("shared:gso",)),
+              needs=("shared:gso",), shardable=True),
     Benchmark("gso_views", "quality", "GSO protocol: the demo reconstructor, four views in (fourview bench gso)",
               (*GSO, "--mode", "views"), protocol_table(GSO_KEYS, "objects"), quick=GSO_QUICK, result="summary",
-              needs=("shared:gso",)),
-    Benchmark("gso_optimize", "quality", "GSO protocol: the per-object fit, first 12 objects (fourview bench gso)",
-              (*GSO, "--mode", "optimize", "--max-objects", "12"), protocol_table(GSO_KEYS, "objects"),
-              quick=(*GSO_QUICK, "--steps", "40"), result="summary", needs=("shared:gso",)),
-    Benchmark("gso_refine", "quality", "GSO protocol: the demo's prediction refined, first 12 objects "
-              "(fourview bench gso)",
-              (*GSO, "--mode", "refine", "--max-objects", "12"), protocol_table(GSO_KEYS, "objects"),
-              quick=(*GSO_QUICK, "--steps", "20"), result="summary", needs=("shared:gso",)),
+              needs=("shared:gso",), shardable=True),
+    Benchmark("gso_optimize", "quality", "GSO protocol: the weight-free per-object fit (fourview bench gso)",
+              (*GSO, "--mode", "optimize"), protocol_table(GSO_KEYS, "objects"),
+              quick=(*GSO_QUICK, "--steps", "40"), result="summary", needs=("shared:gso",), shardable=True),
+    Benchmark("gso_refine", "quality", "GSO protocol: the demo's prediction refined (fourview bench gso)",
+              (*GSO, "--mode", "refine"), protocol_table(GSO_KEYS, "objects"),
+              quick=(*GSO_QUICK, "--steps", "20"), result="summary", needs=("shared:gso",), shardable=True),
     Benchmark("text", "quality", "Text-to-3D on the held-out synthetic prompts (fourview bench text)",
               ("{python}", "-m", "fourview.cli", "bench", "text", "--prompts", "synthetic_heldout", "-o", "{out}",
                "--quiet"),
@@ -300,14 +305,16 @@ PREPARE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 """The ``rendered`` prerequisite: (full command, quick arguments) in order; finished objects are skipped."""
 
 
-def machine_line(threads: int, load_before: str, load_after: str) -> str:
-    """Where the numbers were measured: system, CPUs, threads, torch, and the load average around the run."""
+def machine_line(threads: int, load_before: str, load_after: str, shards: int = 1) -> str:
+    """Where the numbers were measured: system, CPUs, threads (and processes), torch, and the load average around
+    the run."""
     try:
         torch = metadata.version("torch")
     except metadata.PackageNotFoundError:
         torch = "none"
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, {threads} threads, torch {torch}; "
-            f"load average (`uptime`) {load_before} before, {load_after} after")  # fmt: skip
+    processes = f" in each of {shards} shard processes" if shards > 1 else ""
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, {threads} threads{processes}, "
+            f"torch {torch}; load average (`uptime`) {load_before} before, {load_after} after")  # fmt: skip
 
 
 def load_average() -> str:
@@ -353,30 +360,69 @@ def cuda_available(python: str) -> bool:
     return subprocess.run([python, "-c", code], capture_output=True).returncode == 0
 
 
+def run_processes(command: list[str], env: dict, shards: int, timeout: float | None, logs: Path) -> tuple[int, str, str]:
+    """Run ``command`` once, or as ``shards`` processes at once (``RANK`` 0..N-1, ``WORLD_SIZE`` N, each with its
+    output in ``logs``.shardI.log) and then once more unsharded: its exit status, stdout and stderr, or a failed
+    shard's status and log.
+
+    Raises:
+        subprocess.TimeoutExpired: past ``timeout`` (every process is killed).
+    """
+    if shards == 1:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+        return proc.returncode, proc.stdout, proc.stderr
+    paths = [Path(f"{logs}.shard{rank}.log") for rank in range(shards)]
+    procs = []
+    for rank, path in enumerate(paths):
+        with path.open("w") as sink:  # the child keeps its own descriptor
+            shard_env = {**env, "RANK": str(rank), "WORLD_SIZE": str(shards)}
+            procs.append(subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=shard_env, cwd=REPO))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        codes = [p.wait(None if deadline is None else max(0.0, deadline - time.monotonic())) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
+    failed = next((i for i, code in enumerate(codes) if code != 0), None)
+    if failed is not None:
+        text = paths[failed].read_text(errors="replace")
+        return codes[failed], text, text
+    # Shards finishing together may each write tables missing the other's last object: one more pass, which
+    # skips every finished object, writes the complete ones.
+    remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=remaining, cwd=REPO)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def run_benchmark(benchmark: Benchmark, values: dict[str, str], quick: bool, env: dict, timeout: float | None,
-                  log: Callable[[str], None] = print) -> Outcome:  # fmt: skip
-    """Run one benchmark and read its numbers (an `Outcome` ``failed`` with the reason when it could not)."""
+                  log: Callable[[str], None] = print, shards: int = 1) -> Outcome:  # fmt: skip
+    """Run one benchmark (as ``shards`` processes where it is `Benchmark.shardable`) and read its numbers (an
+    `Outcome` ``failed`` with the reason when it could not)."""
     out = Path(values["work"]) / benchmark.name
     values = {**values, "out": str(out), "json": str(out) + ".json"}
     command = fill(benchmark.command + (benchmark.quick if quick else ()), values)
     Path(values["json"]).unlink(missing_ok=True)
     outcome = Outcome(benchmark.name, "failed", command=command, load_before=load_average())
-    log(f"[{benchmark.name}] {' '.join(command)}")
+    shards = shards if benchmark.shardable else 1
+    log(f"[{benchmark.name}] {' '.join(command)}" + (f" ({shards} shards)" if shards > 1 else ""))
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+        code, stdout, stderr = run_processes(command, env, shards, timeout, out)
     except subprocess.TimeoutExpired:
         outcome.reason = f"timed out after {timeout:.0f} s"
         return outcome
     outcome.seconds = time.perf_counter() - t0
     outcome.load_after = load_average()
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1]
-        outcome.reason = f"exit status {proc.returncode}: {last[:300]}"
+    outcome.shards = shards
+    if code != 0:
+        last = (stderr.strip().splitlines() or stdout.strip().splitlines() or [""])[-1]
+        outcome.reason = f"exit status {code}: {last[:300]}"
         return outcome
     try:
         if benchmark.result == "stdout":
-            outcome.result = last_json_object(proc.stdout)
+            outcome.result = last_json_object(stdout)
         else:
             path = Path(values["json"]) if benchmark.result == "json" else out / "summary.json"
             outcome.result = json.loads(path.read_text())
@@ -400,7 +446,7 @@ def section_body(benchmark: Benchmark, outcome: Outcome, quick: bool, threads: i
     mode = " --quick" if quick else ""
     return (
         f"Generated by `benchmarks/run_all.py{mode}` on {date} in {outcome.seconds:.0f} s; "
-        f"{machine_line(threads, outcome.load_before, outcome.load_after)}. Command: `{command}`.\n\n"
+        f"{machine_line(threads, outcome.load_before, outcome.load_after, outcome.shards)}. Command: `{command}`.\n\n"
         + markdown_table(benchmark.table(outcome.result or {}))
     )
 
@@ -442,6 +488,7 @@ def run_all(
     timeout: float | None = None,
     fresh: bool = False,
     log: Callable[[str], None] = print,
+    shards: int = 1,
 ) -> list[Outcome]:
     """Run ``benchmarks`` (the module docstring) and rewrite their tables in ``docs`` (None: no page)."""
     work = work / ("quick" if quick else "full")
@@ -464,7 +511,7 @@ def run_all(
             log(f"[{benchmark.name}] skipped: {why}")
             outcomes.append(Outcome(benchmark.name, "skipped", why))
             continue
-        outcome = run_benchmark(benchmark, values, quick, env, timeout, log)
+        outcome = run_benchmark(benchmark, values, quick, env, timeout, log, shards)
         log(f"[{benchmark.name}] {outcome.status} in {outcome.seconds:.0f} s" + (
             f": {outcome.reason}" if outcome.reason else ""))  # fmt: skip
         outcomes.append(outcome)
@@ -503,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/fourview_run_all"), help="outputs and prerequisites")
     ap.add_argument("--fresh", action="store_true", help="empty the work folder first (the protocols resume)")
     ap.add_argument("--threads", type=int, default=2, help="threads of every benchmark process")
+    ap.add_argument("--shards", type=int, default=1,
+                    help="run the sharded protocols (fourview bench gso) as this many processes at once")
     ap.add_argument("--shared", type=Path, default=SHARED, help="../shared/data (real objects, GSO scans)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default: none)")
     ap.add_argument("--json", type=Path, help="write every outcome and its numbers here")
@@ -512,11 +561,12 @@ def main(argv: list[str] | None = None) -> int:
             needs = f" (needs {', '.join(b.needs)})" if b.needs else ""
             print(f"{b.name:18s} {b.kind:8s} {b.what}{needs}")
         return 0
-    if args.threads < 1:
-        ap.error("--threads must be >= 1")
+    if args.threads < 1 or args.shards < 1:
+        ap.error("--threads and --shards must be >= 1")
     chosen = [b for b in BENCHMARKS if (args.only is None or b.name in args.only) and b.name not in args.skip]
     docs = None if args.no_docs else args.docs
-    outcomes = run_all(chosen, args.quick, docs, args.work, args.threads, args.shared, args.timeout, args.fresh)
+    outcomes = run_all(chosen, args.quick, docs, args.work, args.threads, args.shared, args.timeout, args.fresh,
+                       shards=args.shards)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([o.__dict__ for o in outcomes], indent=1) + "\n")

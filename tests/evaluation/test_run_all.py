@@ -100,3 +100,29 @@ def test_the_fastest_real_benchmark_in_quick_mode(run_all, docs, tmp_path, capsy
     assert "python benchmarks/bench_grid_sample.py --threads 2 --json" in section and "--no-memory" in section
     speedup = float(re.search(r"\| speed-up forward \| ([\d.]+) \|", section)[1])
     assert speedup > 0.0 and "| ours forward + backward peak, MB | n/a |" in section  # --no-memory: not measured
+
+
+SHARD = "import json, os, sys; open(sys.argv[1] + '.rank' + os.environ.get('RANK', 'none'), 'w').write(os.environ.get('WORLD_SIZE', '')); json.dump({'x': 1}, open(sys.argv[1], 'w'))"  # noqa: E501
+
+
+def test_a_shardable_benchmark_runs_as_one_process_per_shard_then_once_more(run_all, docs, tmp_path):
+    B, fields = run_all.Benchmark, run_all.fields
+    benchmarks = [B("fake_sharded", "quality", "A fake sharded protocol", ("{python}", "-c", SHARD, "{json}"),
+                    fields(("x", "x")), shardable=True),
+                  B("fake_whole", "quality", "A fake protocol that does not shard", ("{python}", "-c", SHARD, "{json}"),
+                    fields(("x", "x")))]  # fmt: skip
+    outcomes = run_all.run_all(benchmarks, docs=docs, work=tmp_path, threads=1, shared=tmp_path, shards=3,
+                               log=lambda line: None)  # fmt: skip
+    assert [o.status for o in outcomes] == ["ok", "ok"] and [o.shards for o in outcomes] == [3, 1]
+    sharded = sorted(p.name for p in (tmp_path / "full").glob("fake_sharded.json.rank*"))
+    assert sharded == ["fake_sharded.json.rank0", "fake_sharded.json.rank1", "fake_sharded.json.rank2",
+                       "fake_sharded.json.ranknone"]  # fmt: skip
+    assert (tmp_path / "full" / "fake_sharded.json.rank2").read_text() == "3"
+    assert [p.name for p in (tmp_path / "full").glob("fake_whole.json.rank*")] == ["fake_whole.json.ranknone"]
+    assert "1 threads in each of 3 shard processes" in _section(docs.read_text(), "fake_sharded")
+    failing = B("fake_failing_shard", "quality", "A shard fails",
+                ("{python}", "-c", "import os, sys; sys.exit('shard ' + os.environ['RANK'])"), fields(("x", "x")),
+                shardable=True)  # fmt: skip
+    [failed] = run_all.run_all([failing], docs=None, work=tmp_path, threads=1, shared=tmp_path, shards=2,
+                               log=lambda line: None)  # fmt: skip
+    assert failed.status == "failed" and failed.reason == "exit status 1: shard 0"
