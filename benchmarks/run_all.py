@@ -360,7 +360,9 @@ def cuda_available(python: str) -> bool:
     return subprocess.run([python, "-c", code], capture_output=True).returncode == 0
 
 
-def run_processes(command: list[str], env: dict, shards: int, timeout: float | None, logs: Path) -> tuple[int, str, str]:
+def run_processes(
+    command: list[str], env: dict, shards: int, timeout: float | None, logs: Path
+) -> tuple[int, str, str]:
     """Run ``command`` once, or as ``shards`` processes at once (``RANK`` 0..N-1, ``WORLD_SIZE`` N, each with its
     output in ``logs``.shardI.log) and then once more unsharded: its exit status, stdout and stderr, or a failed
     shard's status and log.
@@ -550,8 +552,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/fourview_run_all"), help="outputs and prerequisites")
     ap.add_argument("--fresh", action="store_true", help="empty the work folder first (the protocols resume)")
     ap.add_argument("--threads", type=int, default=2, help="threads of every benchmark process")
-    ap.add_argument("--shards", type=int, default=1,
-                    help="run the sharded protocols (fourview bench gso) as this many processes at once")
+    ap.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="run the sharded protocols (fourview bench gso) as this many processes at once",
+    )
     ap.add_argument("--shared", type=Path, default=SHARED, help="../shared/data (real objects, GSO scans)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default: none)")
     ap.add_argument("--json", type=Path, help="write every outcome and its numbers here")
@@ -565,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--threads and --shards must be >= 1")
     chosen = [b for b in BENCHMARKS if (args.only is None or b.name in args.only) and b.name not in args.skip]
     docs = None if args.no_docs else args.docs
-    outcomes = run_all(chosen, args.quick, docs, args.work, args.threads, args.shared, args.timeout, args.fresh,
-                       shards=args.shards)
+    outcomes = run_all(
+        chosen, args.quick, docs, args.work, args.threads, args.shared, args.timeout, args.fresh, shards=args.shards
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([o.__dict__ for o in outcomes], indent=1) + "\n")

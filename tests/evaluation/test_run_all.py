@@ -109,7 +109,7 @@ def test_a_shardable_benchmark_runs_as_one_process_per_shard_then_once_more(run_
     B, fields = run_all.Benchmark, run_all.fields
     benchmarks = [B("fake_sharded", "quality", "A fake sharded protocol", ("{python}", "-c", SHARD, "{json}"),
                     fields(("x", "x")), shardable=True),
-                  B("fake_whole", "quality", "A fake protocol that does not shard", ("{python}", "-c", SHARD, "{json}"),
+                  B("fake_whole", "quality", "A fake unsharded protocol", ("{python}", "-c", SHARD, "{json}"),
                     fields(("x", "x")))]  # fmt: skip
     outcomes = run_all.run_all(benchmarks, docs=docs, work=tmp_path, threads=1, shared=tmp_path, shards=3,
                                log=lambda line: None)  # fmt: skip
