@@ -268,3 +268,45 @@ def test_refinement_restores_the_parts_the_silhouettes_show_and_the_field_left_o
         assert none == 0 and same is restored
         uncarved = model.field(model.predict(views))
         assert _restore_missed_parts(uncarved, views, 0.5) == (uncarved, 0)  # no hull to restore from
+
+
+def test_views_whose_silhouettes_do_not_meet_give_the_uncarved_prediction(tiny_recon, sphere_forward):
+    """Generated views can disagree: a front and a back view both showing the object on their left have an empty
+    visual hull. Carving would leave no surface; the prediction is exported uncarved, and the record says so."""
+    from dataclasses import replace
+
+    from fourview.cameras import orthogonal_rig
+    from fourview.errors import EmptySurfaceError
+    from fourview.mesh import MeshAsset, MeshPart
+    from fourview.pipeline import CARVING_SKIPPED, ExportSettings, FourViewPipeline
+    from fourview.recon.carving import CarveConfig
+    from fourview.render.mesh_renderer import MeshRenderer
+    from fourview.views import PosedViews
+
+    def renders(x: float) -> np.ndarray:
+        box = trimesh.creation.box((0.3, 0.3, 0.3))
+        box.apply_translation((x, 0.0, 0.0))
+        grey = np.full((len(box.vertices), 3), 0.5, np.float32)
+        part = MeshPart(box.vertices.astype(np.float32), box.faces, vertex_colors=grey)
+        renderer = MeshRenderer(MeshAsset("box", (part,)))
+        return np.stack([renderer.render(c, 32, Lighting(albedo=True)).rgba for c in orthogonal_rig(20.0)])
+
+    model = Reconstructor.from_pretrained(tiny_recon).eval()
+    model.config = replace(model.config, carve=CarveConfig(enabled=True, scale=10.0))
+    pipe = FourViewPipeline(reconstructor=model)
+    export = ExportSettings(face_budget=500, texture_size=64, grid_resolution=48)
+    agreeing = PosedViews.from_rig(renders(0.5), 20.0)
+    carved = pipe.views_to_3d(agreeing, export=export)
+    assert "carving_skipped" not in carved.meta
+    assert carved.mesh.levels[0].parts[0].verts[:, 0].min() > 0.2  # the sphere cut down to the box at x = 0.5
+    disagreeing = agreeing.images.copy()
+    disagreeing[2] = renders(-0.5)[2]  # the back view shows the box on the other side
+    views = PosedViews.from_rig(disagreeing, 20.0)
+    with torch.no_grad(), pytest.raises(EmptySurfaceError):
+        from fourview.export.extract import extract_mesh
+
+        extract_mesh(model.reconstruct(views), 64)
+    asset = pipe.views_to_3d(views, export=export)
+    assert asset.meta["carving_skipped"] == CARVING_SKIPPED
+    verts = asset.mesh.levels[0].parts[0].verts
+    np.testing.assert_allclose(np.linalg.norm(verts, axis=1).max(), SPHERE_RADIUS, atol=0.05)  # the whole sphere

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad user input: a file, a format or a setting we cannot use. One-line message."""
+
+
+class EmptySurfaceError(InputError):
+    """A field without a surface inside the unit cube: nothing to extract."""

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from fourview.asset import Asset, peak_memory_mb
 from fourview.cameras import DEFAULT_ELEVATION_DEG
-from fourview.errors import InputError
+from fourview.errors import EmptySurfaceError, InputError
 from fourview.export.exporter import ExportConfig, export_field
 from fourview.export.extract import extract_mesh
 from fourview.export.presets import (
@@ -64,6 +64,8 @@ MAX_FIT_STEPS = 10_000
 RESTORE_GRID = 96
 """Marching-cubes grid on which a refined field's surface is checked against its silhouettes
 (`_restore_missed_parts`)."""
+CARVING_SKIPPED = "the views' silhouettes do not meet in one visual hull: the reconstruction is not carved by them"
+"""The record's ``carving_skipped`` (and the logged warning) when carving would leave no surface."""
 
 
 @dataclass(frozen=True)
@@ -500,6 +502,7 @@ class FourViewPipeline:
         timings: dict[str, float] = {}
         record: dict = {"method": method, "views": list(views.names)}
         overrides = export.overrides()
+        uncarved = None  # the reconstructor's field before carving (`CARVING_SKIPPED`)
         if method == "optimize":
             cfg = fit.optimize_config() if isinstance(fit, FitSettings) else fit
             if not isinstance(cfg, OptimizeConfig):
@@ -516,7 +519,8 @@ class FourViewPipeline:
             record["elevation_deg"] = elevation
             if method == "feedforward":
                 t0 = time.perf_counter()
-                field_ = model.reconstruct(views)
+                uncarved = model.field(model.predict(views), 0)
+                field_ = model.carve(uncarved, views)
                 timings["reconstruct_s"] = time.perf_counter() - t0
                 export_cfg = recon_export_config(model.config, overrides, str(self.device))
             else:
@@ -524,7 +528,8 @@ class FourViewPipeline:
                 if not isinstance(cfg, RefineConfig):
                     raise InputError("method 'refine' takes FitSettings or a RefineConfig")
                 result = refine_reconstruction(model, views, cfg, progress=progress)
-                field_ = model.carve(result.field, views)  # the fit, like the prediction, stays inside the hull
+                uncarved = result.field
+                field_ = model.carve(uncarved, views)  # the fit, like the prediction, stays inside the hull
                 field_, record["restored_pixels"] = _restore_missed_parts(field_, views, model.config.carve.threshold)
                 timings["optimize_s"] = result.time_s
                 # Refinement fits volume renders: its surface is the level set (marching cubes), not
@@ -538,7 +543,17 @@ class FourViewPipeline:
         stages.set_description("export")
         projected = views.with_white_key() if export.project_views else None
         with torch.no_grad():
-            exported = export_field(field_, export_cfg, views=projected)
+            try:
+                exported = export_field(field_, export_cfg, views=projected)
+            except EmptySurfaceError:
+                if uncarved is None or field_ is uncarved:
+                    raise
+                # Views whose silhouettes do not meet (generated views that disagree) have an empty
+                # visual hull: the prediction itself is the better answer than no mesh.
+                field_ = uncarved
+                record["carving_skipped"] = CARVING_SKIPPED
+                logger.warning("warning: %s", CARVING_SKIPPED)
+                exported = export_field(field_, export_cfg, views=projected)
         timings["export_s"] = exported.timings.get("total", 0.0)
         timings.update({f"export_{k}": v for k, v in exported.timings.items()})
         timings["views_to_3d_s"] = time.perf_counter() - start

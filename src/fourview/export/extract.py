@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from fourview.errors import InputError
+from fourview.errors import EmptySurfaceError, InputError
 from fourview.recon.dmtet import marching_tets_from_field
 from fourview.recon.fields import SurfaceField
 
@@ -72,8 +72,8 @@ def extract_mesh(
         `ExtractOutput` in the object frame.
 
     Raises:
-        InputError: a bad setting, an SDF with non-finite values, or a field without a surface
-            in the cube (all outside or all inside).
+        InputError: a bad setting, an SDF with non-finite values, or (`EmptySurfaceError`) a field
+            without a surface in the cube (all outside or all inside).
     """
     if int(resolution) != resolution or resolution < 2:
         raise InputError(f"extraction resolution must be an integer >= 2, got {resolution}")
@@ -265,7 +265,9 @@ def _marching_tets(
         verts, faces = marching_tets_from_field(field, resolution, chunk=chunk, device=device, level=level)
     verts, faces = verts.cpu().numpy(), faces.cpu().numpy()
     if len(faces) == 0:
-        raise InputError(f"field has no surface inside [-1, 1]^3 (no SDF sign change on a {resolution}^3 tet grid)")
+        raise EmptySurfaceError(
+            f"field has no surface inside [-1, 1]^3 (no SDF sign change on a {resolution}^3 tet grid)"
+        )
     return ExtractOutput(verts=verts.astype(np.float32), faces=faces.astype(np.int64))
 
 
@@ -278,12 +280,12 @@ def _check_crossing(grid: np.ndarray, resolution: int) -> None:
     _check_finite(grid)
     lo, hi = float(grid.min()), float(grid.max())
     if lo > 0.0:
-        raise InputError(
+        raise EmptySurfaceError(
             f"field has no surface inside [-1, 1]^3: the SDF is positive (outside) at all {resolution}^3 grid points "
             f"(min {lo:.4g})"
         )
     if hi < 0.0:
-        raise InputError(
+        raise EmptySurfaceError(
             f"field has no surface inside [-1, 1]^3: the SDF is negative (inside) at all {resolution}^3 grid points "
             f"(max {hi:.4g})"
         )
