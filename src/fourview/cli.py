@@ -566,9 +566,9 @@ def _generate_command() -> click.Command:
     def generate(prompt, out_dir, image, quiet, models, sampling, export, save) -> None:
         """Text (or --image PHOTO) -> DIR/model.glb, views.png, turntable.gif, meta.json.
 
-        The shipped demo generator knows a small synthetic world (20 object classes, 81 words); a
-        prompt word outside it gets a one-line warning. For open-ended prompts pass real
-        SDXL-architecture weights with --mvgen.
+        The shipped demo generator knows a small synthetic world (20 object classes) and 217 real
+        scanned objects (738 words); a prompt word outside them gets a one-line warning. For
+        open-ended prompts pass real SDXL-architecture weights with --mvgen.
         """
 
         from fourview.atomic import check_output_folder
@@ -617,8 +617,9 @@ def _image_command() -> click.Command:
         when one is installed with its model file on disk, else GrabCut seeded from the photo's border
         (a product shot on a plain or gradient backdrop); mask.png and photo_rgba.png show what was
         kept. The object is recentred in the front view and the generator draws the other three.
-        The shipped demo generator knows only a small synthetic world (a warning says so): for
-        real photos pass real SDXL-architecture weights with --mvgen.
+        The shipped demo generator knows only a small synthetic world and the real objects it was
+        trained on (a warning says so): for real photos pass real SDXL-architecture weights with
+        --mvgen.
         """
 
         from fourview.atomic import check_output_folder

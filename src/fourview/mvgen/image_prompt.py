@@ -145,16 +145,16 @@ def conditioning_grid(
 def demo_photo_warning(mvgen: str | None) -> str | None:
     """The one-line warning for a photo given to the shipped demo generator (``mvgen == "demo"``), else None.
 
-    The demo generator learnt the synthetic world's objects (`fourview.data.synthetic.SHAPES`), and
-    some real household objects once retrained on scans; a photo of anything else comes back as a
-    wrong object, and nothing in the photo tells us which it is.
+    The demo generator learnt the synthetic world's objects (`fourview.data.synthetic.SHAPES`) and
+    the rig grids of the real household objects of its training scans; a photo of anything else
+    comes back as a wrong object, and nothing in the photo tells us which it is.
     """
     if mvgen != "demo":
         return None
     return (
         f"the demo generator knows a small synthetic world of {len(SHAPES)} object classes ({', '.join(SHAPES[:5])}, "
-        "...) and few real objects: a photo of anything else gives a wrong object; for real photos pass real "
-        "SDXL-architecture weights with --mvgen"
+        "...) and a few hundred real household objects: a photo of anything else gives a wrong object; for real "
+        "photos pass real SDXL-architecture weights with --mvgen"
     )
 
 
